@@ -1,0 +1,110 @@
+// The peer a C++ user writes without distill: the textbook formulas as Eigen array expressions
+// (row-wise max for stability, exp, row sums, log), N x C temporaries allocated by each call, the
+// gradient written into the caller's buffer. Eigen vectorises exp and the reductions with the same
+// -march flags as our kernels, so this is what plain Eigen reaches, not a strawman.
+#include "bench_common.hpp"
+
+namespace distill_bench {
+namespace {
+
+template <class Scalar>
+using array = Eigen::Array<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class Scalar>
+using column = Eigen::Array<Scalar, Eigen::Dynamic, 1>;
+
+// log_softmax(z) row by row; z is overwritten with z - rowmax.
+template <class Scalar>
+array<Scalar> log_softmax(array<Scalar>& z) {
+    const column<Scalar> max = z.rowwise().maxCoeff();
+    z.colwise() -= max;
+    const column<Scalar> log_sum = z.exp().rowwise().sum().log();
+    return z.colwise() - log_sum;
+}
+
+// alpha * T^2 * KL(p || q) + (1 - alpha) * CE(s, y), batchmean; gradient into g.
+template <class Scalar>
+double distillation(const matrix<Scalar>& s, const matrix<Scalar>& t, const std::vector<std::int64_t>& y,
+                    matrix<Scalar>& g, Scalar temperature, Scalar alpha) {
+    const auto n = static_cast<Scalar>(s.rows());
+    array<Scalar> zs = s.array() / temperature;
+    const array<Scalar> log_q = log_softmax(zs);
+    array<Scalar> zt = t.array() / temperature;
+    const array<Scalar> log_p = log_softmax(zt);
+    const array<Scalar> p = log_p.exp();
+    const Scalar kl = (p * (log_p - log_q)).sum() / n;
+
+    array<Scalar> zr = s.array();
+    const array<Scalar> log_r = log_softmax(zr);
+    array<Scalar> r = log_r.exp();
+    Scalar ce = 0;
+    for (Eigen::Index i = 0; i < s.rows(); ++i) {
+        const auto yi = static_cast<Eigen::Index>(y[static_cast<std::size_t>(i)]);
+        ce -= log_r(i, yi);
+        r(i, yi) -= 1;
+    }
+    ce /= n;
+    g.array() = (alpha * temperature / n) * (log_q.exp() - p) + ((1 - alpha) / n) * r;
+    return static_cast<double>(alpha * temperature * temperature * kl + (1 - alpha) * ce);
+}
+
+// T^2 * KL(p || q), batchmean; gradient into g.
+template <class Scalar>
+double kl(const matrix<Scalar>& s, const matrix<Scalar>& t, matrix<Scalar>& g, Scalar temperature) {
+    const auto n = static_cast<Scalar>(s.rows());
+    array<Scalar> zs = s.array() / temperature;
+    const array<Scalar> log_q = log_softmax(zs);
+    array<Scalar> zt = t.array() / temperature;
+    const array<Scalar> log_p = log_softmax(zt);
+    const array<Scalar> p = log_p.exp();
+    const Scalar kl = (p * (log_p - log_q)).sum() / n;
+    g.array() = (temperature / n) * (log_q.exp() - p);
+    return static_cast<double>(temperature * temperature * kl);
+}
+
+template <class Scalar>
+void softmax(const matrix<Scalar>& s, matrix<Scalar>& out, Scalar temperature) {
+    array<Scalar> z = s.array();
+    if (temperature != 1) z /= temperature;
+    const column<Scalar> max = z.rowwise().maxCoeff();
+    out.array() = (z.colwise() - max).exp();
+    const column<Scalar> sum = out.array().rowwise().sum();
+    out.array().colwise() /= sum;
+}
+
+template <class Scalar>
+double call(const case_spec& c, inputs<Scalar>& in) {
+    const auto temperature = static_cast<Scalar>(c.temperature);
+    switch (c.kind) {
+    case loss_kind::distillation:
+        return distillation(in.student, in.teacher, in.labels, in.out, temperature, static_cast<Scalar>(c.alpha));
+    case loss_kind::kl: return kl(in.student, in.teacher, in.out, temperature);
+    case loss_kind::softmax: softmax(in.student, in.out, temperature); return 0;
+    }
+    return 0;
+}
+
+template <class Scalar>
+void eigen_naive(benchmark::State& state, case_spec c) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const double loss = call(c, in);
+    for (auto _ : state) {
+        double v = call(c, in);
+        benchmark::DoNotOptimize(v);
+        benchmark::ClobberMemory();
+    }
+    state.counters["loss"] = loss;
+    state.counters["check"] = checksum(in.out, in.student);
+    finish(state, c);
+}
+
+} // namespace
+
+void register_eigen_naive(const case_spec& c) {
+    const std::string name = benchmark_name(c, "eigen_naive", 1);
+    if (c.is_double)
+        configure(benchmark::RegisterBenchmark(name.c_str(), eigen_naive<double>, c));
+    else
+        configure(benchmark::RegisterBenchmark(name.c_str(), eigen_naive<float>, c));
+}
+
+} // namespace distill_bench

@@ -1,0 +1,134 @@
+// The two physical floors of every case, measured in the same binary and run as the kernels
+// (BENCHMARKING.md): what our kernel's time is divided by.
+//
+// memory floor: the least memory traffic of the case as one SIMD streaming loop over the same
+//   N x C buffers: g = s + t (read two, write one: the losses) or o = s * c (read one, write one:
+//   softmax forward).
+// exp floor: k vectorised exponentials per element, k = exps_per_element(kind), over an L1-resident
+//   buffer (no memory traffic at all), N * C * k exps per iteration. It uses the exp the kernels use:
+//   distill's own vectorised exp when the library provides one, otherwise xsimd::exp.
+#include "bench_common.hpp"
+
+#include <xsimd/xsimd.hpp>
+
+#include <algorithm>
+#include <array>
+
+#if __has_include(<distill/detail/simd/exp.hpp>)
+#include <distill/detail/simd/exp.hpp>
+#define DISTILL_BENCH_HAS_DISTILL_EXP 1
+#endif
+
+namespace distill_bench {
+namespace {
+
+template <class Scalar>
+using batch = xsimd::batch<Scalar>;
+
+template <class Scalar>
+inline batch<Scalar> kernel_exp(const batch<Scalar>& x) noexcept {
+#ifdef DISTILL_BENCH_HAS_DISTILL_EXP
+    return distill::detail::simd::exp(x);
+#else
+    return xsimd::exp(x);
+#endif
+}
+
+// g[i] = s[i] + t[i] over [b, e) of the flattened buffers.
+template <class Scalar>
+void add_streams(const Scalar* s, const Scalar* t, Scalar* g, std::ptrdiff_t b, std::ptrdiff_t e) noexcept {
+    constexpr std::ptrdiff_t w = batch<Scalar>::size;
+    std::ptrdiff_t i = b;
+    for (; i + 2 * w <= e; i += 2 * w) { // two batches per trip: two loads in flight per stream
+        const auto x0 = batch<Scalar>::load_unaligned(s + i) + batch<Scalar>::load_unaligned(t + i);
+        const auto x1 = batch<Scalar>::load_unaligned(s + i + w) + batch<Scalar>::load_unaligned(t + i + w);
+        x0.store_unaligned(g + i);
+        x1.store_unaligned(g + i + w);
+    }
+    for (; i < e; ++i) g[i] = s[i] + t[i];
+}
+
+// o[i] = s[i] * c over [b, e).
+template <class Scalar>
+void scale_stream(const Scalar* s, Scalar* o, Scalar c, std::ptrdiff_t b, std::ptrdiff_t e) noexcept {
+    constexpr std::ptrdiff_t w = batch<Scalar>::size;
+    const batch<Scalar> cv(c);
+    std::ptrdiff_t i = b;
+    for (; i + 2 * w <= e; i += 2 * w) {
+        (batch<Scalar>::load_unaligned(s + i) * cv).store_unaligned(o + i);
+        (batch<Scalar>::load_unaligned(s + i + w) * cv).store_unaligned(o + i + w);
+    }
+    for (; i < e; ++i) o[i] = s[i] * c;
+}
+
+// `count` exponentials (rounded up to whole batches) over a per-thread L1-resident buffer:
+// 2 x 8 KiB for float, in and out, well inside the 32 KiB L1d of one core.
+template <class Scalar>
+void exps_in_l1(std::int64_t count) noexcept {
+    constexpr std::size_t len = 8192 / sizeof(Scalar);
+    constexpr std::ptrdiff_t w = batch<Scalar>::size;
+    alignas(64) static thread_local std::array<Scalar, len> in = [] {
+        std::array<Scalar, len> a{};
+        // The arguments a softmax kernel feeds exp: (x - max) / T, in [-16, 0].
+        for (std::size_t i = 0; i < len; ++i) a[i] = static_cast<Scalar>(-16.0 * double(i) / double(len));
+        return a;
+    }();
+    alignas(64) static thread_local std::array<Scalar, len> out{};
+    while (count > 0) {
+        const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(std::min<std::int64_t>(count, len));
+        for (std::ptrdiff_t i = 0; i < n; i += w)
+            kernel_exp(batch<Scalar>::load_aligned(in.data() + i)).store_aligned(out.data() + i);
+        benchmark::ClobberMemory(); // each pass must really run: out is observed
+        count -= n;
+    }
+    benchmark::DoNotOptimize(out.data());
+}
+
+template <class Scalar>
+void memory_floor(benchmark::State& state, case_spec c, int threads) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const Scalar* s = in.student.data();
+    const Scalar* t = in.teacher.data();
+    Scalar* g = in.out.data();
+    const omp_executor exec{threads};
+    const std::ptrdiff_t n = c.rows * c.cols;
+    for (auto _ : state) {
+        if (c.kind == loss_kind::softmax)
+            exec(0, n, [&](std::ptrdiff_t b, std::ptrdiff_t e) { scale_stream(s, g, Scalar(0.5), b, e); });
+        else
+            exec(0, n, [&](std::ptrdiff_t b, std::ptrdiff_t e) { add_streams(s, t, g, b, e); });
+        benchmark::ClobberMemory();
+    }
+    finish(state, c);
+}
+
+template <class Scalar>
+void exp_floor(benchmark::State& state, case_spec c, int threads) {
+    const std::int64_t total = static_cast<std::int64_t>(c.rows * c.cols) * exps_per_element(c.kind);
+    const omp_executor exec{threads};
+    // Each thread computes its share on its own L1 buffer; the first call builds the buffers.
+    const auto run = [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+        for (std::ptrdiff_t part = b; part < e; ++part)
+            exps_in_l1<Scalar>(total * (part + 1) / threads - total * part / threads);
+    };
+    exec(0, threads, run);
+    for (auto _ : state) exec(0, threads, run);
+    state.counters["exp_per_element"] = exps_per_element(c.kind);
+    finish(state, c);
+}
+
+} // namespace
+
+void register_floors(const case_spec& c, int threads, bool memory, bool exp) {
+    const std::string mem_name = benchmark_name(c, "mem_floor", threads);
+    const std::string exp_name = benchmark_name(c, "exp_floor", threads);
+    if (c.is_double) {
+        if (memory) configure(benchmark::RegisterBenchmark(mem_name.c_str(), memory_floor<double>, c, threads));
+        if (exp) configure(benchmark::RegisterBenchmark(exp_name.c_str(), exp_floor<double>, c, threads));
+    } else {
+        if (memory) configure(benchmark::RegisterBenchmark(mem_name.c_str(), memory_floor<float>, c, threads));
+        if (exp) configure(benchmark::RegisterBenchmark(exp_name.c_str(), exp_floor<float>, c, threads));
+    }
+}
+
+} // namespace distill_bench

@@ -1,0 +1,198 @@
+// The libtorch peers (BENCHMARKING.md), single-threaded, on the very buffers our kernel reads:
+//
+// torch_autograd: what a user writes,
+//     kl_div(log_softmax(s/T), softmax(t/T), batchmean) * T*T * alpha + (1-alpha) * cross_entropy(s, y)
+//   then backward(); the gradient is left in s.grad() and reset to undefined before the next call
+//   (zero_grad(set_to_none), the cheaper of the two choices for torch). Every call allocates its
+//   N x C temporaries: scripts/bench runs these cases a second time with a caching allocator
+//   (jemalloc through LD_PRELOAD) and reports the faster.
+// torch_fused: the same loss and gradient formula written by hand with torch ops into buffers
+//   allocated and touched once, before timing (out= variants and in-place ops only):
+//     grad = alpha*T/N * (q - p) + (1-alpha)/N * (r - onehot(y)).
+//
+// Softmax forward: torch::softmax(s, 1) (a fresh tensor per call) against _softmax_out into a
+// preallocated tensor.
+#include "bench_common.hpp"
+
+#ifdef DISTILL_BENCH_WITH_TORCH
+
+#include <ATen/Parallel.h>
+#include <torch/nn/functional/activation.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/version.h>
+
+namespace distill_bench {
+namespace {
+
+namespace F = torch::nn::functional;
+
+template <class Scalar>
+constexpr auto torch_type() {
+    return std::is_same_v<Scalar, double> ? torch::kDouble : torch::kFloat;
+}
+
+template <class Scalar>
+torch::Tensor view(matrix<Scalar>& m) {
+    return torch::from_blob(m.data(), {m.rows(), m.cols()}, torch::TensorOptions().dtype(torch_type<Scalar>()));
+}
+
+template <class Scalar>
+void torch_autograd(benchmark::State& state, case_spec c) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const double T = c.temperature;
+    const double alpha = c.alpha;
+    torch::Tensor s = view(in.student);
+    const torch::Tensor t = view(in.teacher);
+    const torch::Tensor y = torch::from_blob(in.labels.data(), {c.rows}, torch::kLong);
+    torch::Tensor result; // softmax's output, or the gradient of the losses
+    if (c.kind != loss_kind::softmax) s.requires_grad_(true);
+
+    const auto call = [&]() -> double {
+        switch (c.kind) {
+        case loss_kind::distillation: {
+            auto loss = F::kl_div(torch::log_softmax(s / T, 1), torch::softmax(t / T, 1),
+                                  F::KLDivFuncOptions().reduction(torch::kBatchMean)) *
+                            (T * T * alpha) +
+                        (1 - alpha) * F::cross_entropy(s, y);
+            loss.backward();
+            result = s.grad();
+            s.mutable_grad().reset();
+            return loss.item<double>();
+        }
+        case loss_kind::kl: {
+            auto loss = F::kl_div(torch::log_softmax(s / T, 1), torch::softmax(t / T, 1),
+                                  F::KLDivFuncOptions().reduction(torch::kBatchMean)) *
+                        (T * T);
+            loss.backward();
+            result = s.grad();
+            s.mutable_grad().reset();
+            return loss.item<double>();
+        }
+        case loss_kind::softmax:
+            result = T == 1 ? torch::softmax(s, 1) : torch::softmax(s / T, 1);
+            return 0;
+        }
+        return 0;
+    };
+
+    const double loss = call();
+    for (auto _ : state) {
+        double v = call();
+        benchmark::DoNotOptimize(v);
+        result.reset(); // free this call's output inside the timed region, as a training step would
+    }
+    call();
+    view(in.out).copy_(result);
+    state.counters["loss"] = loss;
+    state.counters["check"] = checksum(in.out, in.student);
+    finish(state, c);
+}
+
+template <class Scalar>
+void torch_fused(benchmark::State& state, case_spec c) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const double T = c.temperature;
+    const double alpha = c.alpha;
+    const double n = static_cast<double>(c.rows);
+    const torch::Tensor s = view(in.student);
+    const torch::Tensor t = view(in.teacher);
+    torch::Tensor g = view(in.out);
+    const torch::Tensor y = torch::from_blob(in.labels.data(), {c.rows, 1}, torch::kLong);
+
+    const auto options = torch::TensorOptions().dtype(torch_type<Scalar>());
+    const auto full = [&] { return torch::zeros({c.rows, c.cols}, options); }; // zeros: touched
+    torch::Tensor zs = full(), log_q = full(), q = full(), zt = full(), log_p = full(), p = full(), tmp = full(),
+                  log_r = full(), r = full();
+    torch::Tensor picked = torch::zeros({c.rows, 1}, options);
+    const torch::Tensor neg = torch::full({c.rows, 1}, -(1 - alpha) / n, options);
+    torch::Tensor sum = torch::zeros({}, options);
+
+    const auto soft_part = [&] { // q, p and sum p (log p - log q)
+        at::mul_out(zs, s, 1 / T);
+        at::_log_softmax_out(log_q, zs, 1, false);
+        at::exp_out(q, log_q);
+        at::mul_out(zt, t, 1 / T);
+        at::_log_softmax_out(log_p, zt, 1, false);
+        at::exp_out(p, log_p);
+        at::sub_out(tmp, log_p, log_q);
+        tmp.mul_(p);
+        at::sum_out(sum, tmp);
+        return sum.item<double>();
+    };
+    const auto call = [&]() -> double {
+        switch (c.kind) {
+        case loss_kind::distillation: {
+            const double kl = soft_part() / n;
+            at::_log_softmax_out(log_r, s, 1, false);
+            at::gather_out(picked, log_r, 1, y);
+            at::sum_out(sum, picked);
+            const double ce = -sum.item<double>() / n;
+            at::exp_out(r, log_r);
+            at::sub_out(g, q, p);
+            g.mul_(alpha * T / n);
+            g.add_(r, (1 - alpha) / n);
+            g.scatter_add_(1, y, neg);
+            return alpha * T * T * kl + (1 - alpha) * ce;
+        }
+        case loss_kind::kl: {
+            const double kl = soft_part() / n;
+            at::sub_out(g, q, p);
+            g.mul_(T / n);
+            return T * T * kl;
+        }
+        case loss_kind::softmax:
+            if (T == 1) {
+                at::_softmax_out(g, s, 1, false);
+            } else {
+                at::mul_out(zs, s, 1 / T);
+                at::_softmax_out(g, zs, 1, false);
+            }
+            return 0;
+        }
+        return 0;
+    };
+
+    const double loss = call();
+    for (auto _ : state) {
+        double v = call();
+        benchmark::DoNotOptimize(v);
+        benchmark::ClobberMemory();
+    }
+    state.counters["loss"] = loss;
+    state.counters["check"] = checksum(in.out, in.student);
+    finish(state, c);
+}
+
+} // namespace
+
+bool torch_enabled() { return true; }
+std::string torch_version() { return TORCH_VERSION; }
+
+void register_torch(const case_spec& c) {
+    static const bool single_thread = [] { // the peers run on one thread, like our sequential path
+        at::set_num_threads(1);
+        return true;
+    }();
+    (void)single_thread;
+    const std::string autograd = benchmark_name(c, "torch_autograd", 1);
+    const std::string fused = benchmark_name(c, "torch_fused", 1);
+    if (c.is_double) {
+        configure(benchmark::RegisterBenchmark(autograd.c_str(), torch_autograd<double>, c));
+        configure(benchmark::RegisterBenchmark(fused.c_str(), torch_fused<double>, c));
+    } else {
+        configure(benchmark::RegisterBenchmark(autograd.c_str(), torch_autograd<float>, c));
+        configure(benchmark::RegisterBenchmark(fused.c_str(), torch_fused<float>, c));
+    }
+}
+
+} // namespace distill_bench
+
+#else // built without libtorch: the peers are absent from the report (null in --json)
+
+namespace distill_bench {
+bool torch_enabled() { return false; }
+std::string torch_version() { return {}; }
+void register_torch(const case_spec&) {}
+} // namespace distill_bench
+
+#endif
