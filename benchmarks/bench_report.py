@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Turns distill_bench's Google Benchmark JSON into the table of issue 3.
+
+    bench_report.py MAIN.json [--cached-allocator CACHED.json] [--json OUT.json] [--machine TEXT]
+                    [--commit TEXT]
+
+MAIN.json holds every implementation; CACHED.json (optional) the allocating peers run again under a
+caching allocator (jemalloc via LD_PRELOAD): for those peers the faster of the two runs is reported.
+Prints one markdown table on stdout; --json writes its rows as a JSON array of objects with the keys
+case, rows, cols, dtype, threads, ours_ms, floor_ms, reference_ms, eigen_naive_ms, torch_autograd_ms,
+torch_fused_ms (null where absent). Python 3 standard library only.
+
+Benchmark names are <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>[/real_time] (bench_common.hpp).
+Times are medians of the repetitions (or the mean of the iterations without repetitions), in ms.
+"""
+import argparse
+import json
+import math
+import sys
+
+PEERS = ["reference", "eigen_naive", "torch_autograd", "torch_fused"]
+# Peers that allocate their N x C temporaries on every call: a caching allocator may help them.
+ALLOCATING = {"eigen_naive", "torch_autograd", "torch_fused"}
+TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def load(path):
+    """{(case, impl, dtype, rows, cols, threads): {"ms": float, "loss": float|None, "check": float|None}}"""
+    with open(path) as f:
+        data = json.load(f)
+    medians, iterations = {}, {}
+    for b in data.get("benchmarks", []):
+        if b.get("error_occurred"):
+            print(f"warning: {b.get('name')}: {b.get('error_message')}", file=sys.stderr)
+            continue
+        name = b.get("run_name", b["name"])
+        parts = name.split("/")
+        if len(parts) < 5:
+            continue
+        case, impl, dtype, shape, threads = parts[:5]
+        rows, cols = (int(x) for x in shape.split("x"))
+        key = (case, impl, dtype, rows, cols, int(threads.split(":")[1]))
+        entry = {
+            "ms": b["real_time"] * TO_MS[b.get("time_unit", "ns")],
+            "loss": b.get("loss"),
+            "check": b.get("check"),
+        }
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[key] = entry
+        else:
+            iterations.setdefault(key, []).append(entry)
+    for key, runs in iterations.items():
+        if key not in medians:
+            medians[key] = dict(runs[0], ms=sum(r["ms"] for r in runs) / len(runs))
+    return data.get("context", {}), medians
+
+
+def fmt_ms(v):
+    if v is None:
+        return "—"
+    if v <= 0:
+        return "0"
+    decimals = max(0, 2 - int(math.floor(math.log10(v))))
+    return f"{v:.{decimals}f}"
+
+
+def fmt_ratio(v):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return f"{v:.0f}×"
+    if v >= 10:
+        return f"{v:.1f}×"
+    return f"{v:.2f}×"
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def agree(a, b, dtype):
+    if a is None or b is None:
+        return True
+    tol = 2e-3 if dtype == "float" else 1e-6
+    return abs(a - b) <= tol * max(abs(a), abs(b)) + 1e-5
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("main")
+    ap.add_argument("--cached-allocator", dest="cached")
+    ap.add_argument("--json", dest="json_out")
+    ap.add_argument("--machine", default="")
+    ap.add_argument("--commit", default="")
+    args = ap.parse_args()
+
+    context, results = load(args.main)
+    cached = load(args.cached)[1] if args.cached else {}
+
+    # Rows in the order the binary ran them.
+    order = []
+    for (case, impl, dtype, rows, cols, threads) in results:
+        row_key = (case, dtype, rows, cols, threads)
+        if impl == "ours" and row_key not in order:
+            order.append(row_key)
+
+    def get(case, impl, dtype, rows, cols, threads):
+        return results.get((case, impl, dtype, rows, cols, threads))
+
+    table, json_rows, mismatches = [], [], []
+    cached_used = False
+    for (case, dtype, rows, cols, threads) in order:
+        ours = get(case, "ours", dtype, rows, cols, threads)
+        mem = get(case, "mem_floor", dtype, rows, cols, threads)
+        exp = get(case, "exp_floor", dtype, rows, cols, threads)
+        floors = [(x["ms"], name) for x, name in ((mem, "mem"), (exp, "exp")) if x]
+        floor_ms, limit = max(floors) if floors else (None, "—")
+        peers, marks = {}, {}
+        for p in PEERS:
+            # The peers run on one thread: they sit in the threads = 1 rows only.
+            r = get(case, p, dtype, rows, cols, 1) if threads == 1 else None
+            if r is None:
+                peers[p] = None
+                continue
+            peers[p], marks[p] = r["ms"], ""
+            c = cached.get((case, p, dtype, rows, cols, 1)) if p in ALLOCATING else None
+            if c and c["ms"] < r["ms"]:
+                peers[p], marks[p] = c["ms"], " ʲ"
+                cached_used = True
+            if not (agree(r["loss"], ours["loss"], dtype) and agree(r["check"], ours["check"], dtype)):
+                mismatches.append(f"{case} {dtype} {rows}x{cols}: {p} loss {r['loss']} check {r['check']}"
+                                  f" vs ours loss {ours['loss']} check {ours['check']}")
+        one_thread = get(case, "ours", dtype, rows, cols, 1)
+        speedup = ratio(one_thread["ms"], ours["ms"]) if threads > 1 and one_thread else None
+        torch_best = min((peers[p] for p in ("torch_autograd", "torch_fused") if peers[p] is not None), default=None)
+        table.append([
+            case, f"{rows}×{cols}", dtype, str(threads), fmt_ms(ours["ms"]), fmt_ms(floor_ms), limit,
+            fmt_ratio(ratio(ours["ms"], floor_ms)), fmt_ratio(speedup),
+            *(fmt_ms(peers[p]) + (marks.get(p) or "") for p in PEERS),
+            *(fmt_ratio(ratio(peers[p], ours["ms"])) for p in PEERS),
+            fmt_ratio(ratio(torch_best, ours["ms"])),
+        ])
+        json_rows.append({
+            "case": case, "rows": rows, "cols": cols, "dtype": dtype, "threads": threads,
+            "ours_ms": ours["ms"], "floor_ms": floor_ms,
+            "reference_ms": peers["reference"], "eigen_naive_ms": peers["eigen_naive"],
+            "torch_autograd_ms": peers["torch_autograd"], "torch_fused_ms": peers["torch_fused"],
+        })
+
+    header = ["case", "shape", "dtype", "threads", "ours (ms)", "floor (ms)", "limit", "ours / floor",
+              "1 thread / this", "reference (ms)", "eigen naive (ms)", "torch autograd (ms)", "torch fused (ms)",
+              "reference / ours", "eigen / ours", "autograd / ours", "fused / ours", "best torch / ours"]
+    out = sys.stdout
+    described = []
+    if args.machine:
+        described.append(f"machine: {args.machine}")
+    described.append(f"SIMD arch: {context.get('distill_simd_arch', '?')} "
+                     f"(flags: {context.get('distill_arch_flags', '?')}); "
+                     f"cores seen: {context.get('num_cpus', '?')}; libtorch: {context.get('distill_torch', '?')}; "
+                     f"load average at start: {', '.join(f'{x:.2f}' for x in context.get('load_avg', [])) or '?'}")
+    if args.commit:
+        described.append(f"commit: {args.commit}")
+    print("\n".join(described) + "\n", file=out)
+    print("| " + " | ".join(header) + " |", file=out)
+    print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|", file=out)
+    for r in table:
+        print("| " + " | ".join(r) + " |", file=out)
+    print("\nfloor = max(memory floor, exp floor) at the row's thread count; limit names the larger. "
+          "Times are medians (ms), ratios come from the same run.", file=out)
+    if cached_used:
+        print("ʲ = faster under the caching allocator (jemalloc, LD_PRELOAD) than under glibc malloc.", file=out)
+    load_avg = context.get("load_avg") or []
+    cpus = context.get("num_cpus") or 1
+    if load_avg and load_avg[0] > 0.75 * cpus:
+        print(f"\nwarning: the load average was {load_avg[0]:.2f} on {cpus} cores when the run started: other "
+              "work shared the machine, absolute times (and multi-thread rows most) are noisy.", file=out)
+    if mismatches:
+        print("\nwarning: implementations disagree (loss or gradient checksum):", file=out)
+        for m in mismatches:
+            print(f"- {m}", file=out)
+        for m in mismatches:
+            print(f"warning: implementations disagree: {m}", file=sys.stderr)
+
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(json_rows, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
