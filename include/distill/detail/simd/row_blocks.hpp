@@ -1,0 +1,58 @@
+// distill/detail/simd/row_blocks.hpp - how the SIMD row kernels cut a row, and the small vector
+// helpers they share.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+
+#include <xsimd/xsimd.hpp>
+
+#include "compat.hpp"
+
+namespace distill::detail::simd {
+
+// Sweep 1 reads each block twice: once for its maxima (from memory) and once for the exponentials
+// (from L1, where the first read left it). A block of at least 1024 elements amortises the scalar
+// bookkeeping between blocks; at most 64 blocks per row lets the per-block teacher maxima that
+// sweep 2 needs live on the stack (rows longer than 64 x 1024 get longer blocks).
+inline constexpr std::ptrdiff_t max_blocks = 64;
+
+inline std::ptrdiff_t block_length(std::ptrdiff_t cols, std::ptrdiff_t lanes) noexcept {
+    const std::ptrdiff_t b = std::max<std::ptrdiff_t>(1024, (cols + max_blocks - 1) / max_blocks);
+    return (b + lanes - 1) / lanes * lanes;
+}
+
+// Partial sums run in the input precision over at most this many vectors (32 terms per lane:
+// relative error below 32 ulp of float, about 2e-6, worst case) before they are added into the
+// double accumulators, which keeps "the loss accumulates in double" without a conversion per element.
+inline constexpr std::ptrdiff_t flush_vectors = 32;
+
+// Full batch or tail: the kernels run tails through the same code with a neutral fill.
+template <class Arch, class T>
+inline xsimd::batch<T, Arch> load(const T* p, std::ptrdiff_t n, T fill) noexcept {
+    using V = xsimd::batch<T, Arch>;
+    return n == static_cast<std::ptrdiff_t>(V::size) ? V::load_unaligned(p)
+                                                     : load_partial<T, Arch>(p, static_cast<std::size_t>(n), fill);
+}
+
+template <class Arch, class T>
+inline void store(T* p, std::ptrdiff_t n, const xsimd::batch<T, Arch>& x) noexcept {
+    if (n == static_cast<std::ptrdiff_t>(xsimd::batch<T, Arch>::size))
+        x.store_unaligned(p);
+    else
+        store_partial<T, Arch>(p, static_cast<std::size_t>(n), x);
+}
+
+// x^n for a small whole n >= 1 by squaring.
+template <class V>
+inline V whole_power(V x, int n) noexcept {
+    if (n == 1) return x;  // T = 1: r is q itself
+    V result = (n & 1) ? x : V(1);
+    for (n >>= 1; n > 0; n >>= 1) {
+        x *= x;
+        if (n & 1) result *= x;
+    }
+    return result;
+}
+
+}  // namespace distill::detail::simd

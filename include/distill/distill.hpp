@@ -1,0 +1,12 @@
+// distill/distill.hpp - everything: #include <distill/distill.hpp> and link distill::distill.
+#pragma once
+
+#include "cross_entropy.hpp"
+#include "distillation_loss.hpp"
+#include "executor.hpp"
+#include "kl_divergence.hpp"
+#include "logits.hpp"
+#include "reduction.hpp"
+#include "softmax.hpp"
+#include "status.hpp"
+#include "version.hpp"

@@ -1,0 +1,66 @@
+// distill/status.hpp - the error vocabulary shared by the throwing and the non-throwing API.
+//
+// Validation never throws: it produces a `status`. The throwing calls turn a failed status into
+// std::invalid_argument or std::out_of_range; the `try_` twins hand it to the caller. That keeps one
+// implementation of every check and lets the library build with -fno-exceptions.
+#pragma once
+
+#include <array>
+#include <cstdarg>
+#include <cstdio>
+
+#if defined(__cpp_exceptions)
+#include <stdexcept>
+#include <string>
+#endif
+
+namespace distill {
+
+enum class errc {
+    ok = 0,
+    invalid_argument,  // a value or shape is outside its contract
+    out_of_range,      // a label is not a class index and not ignore_index
+};
+
+// A result code with a message that names the offending argument, its value and what was expected.
+// Fixed-size storage: creating or copying a status never allocates.
+class status {
+public:
+    status() noexcept = default;
+
+    [[nodiscard]] bool ok() const noexcept { return code_ == errc::ok; }
+    explicit operator bool() const noexcept { return ok(); }
+    [[nodiscard]] errc code() const noexcept { return code_; }
+    [[nodiscard]] const char* message() const noexcept { return message_.data(); }
+
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    static status
+    error(errc code, const char* format, ...) noexcept {
+        status s;
+        s.code_ = code;
+        std::va_list args;
+        va_start(args, format);
+        std::vsnprintf(s.message_.data(), s.message_.size(), format, args);
+        va_end(args);
+        return s;
+    }
+
+private:
+    errc code_ = errc::ok;
+    std::array<char, 320> message_{};
+};
+
+#if defined(__cpp_exceptions)
+namespace detail {
+// The one place where a failed status becomes an exception.
+inline void throw_if_error(const status& s) {
+    if (s.ok()) return;
+    if (s.code() == errc::out_of_range) throw std::out_of_range(s.message());
+    throw std::invalid_argument(s.message());
+}
+}  // namespace detail
+#endif
+
+}  // namespace distill

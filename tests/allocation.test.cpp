@@ -1,0 +1,58 @@
+// The fused calls do no heap allocation: every operator new in this program is counted, and the
+// count must not move across a loss_and_grad call.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include <distill/distill.hpp>
+
+#include "test_support.hpp"
+
+namespace {
+std::atomic<long> allocations{0};
+}
+
+void* operator new(std::size_t size) {
+    ++allocations;
+    if (void* p = std::malloc(size ? size : 1)) return p;
+    throw std::bad_alloc();
+}
+void* operator new[](std::size_t size) { return operator new(size); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
+using distill_test::matrix;
+
+TEMPLATE_TEST_CASE("loss_and_grad allocates nothing", "[allocation]", float, double) {
+    for (Eigen::Index C : {10, 1000, 70001}) {
+        const Eigen::Index N = 8;
+        const auto s = distill_test::random_logits<TestType>(N, C, 1);
+        const auto t = distill_test::random_logits<TestType>(N, C, 2);
+        auto y = distill_test::random_labels(N, C, 3);
+        y[1] = -100;
+        matrix<TestType> g(N, C);
+        std::vector<double> rows(N);
+        const std::vector<std::uint8_t> mask(N, 1);
+        distill::distillation_loss<TestType> kd({.temperature = 2.5, .alpha = 0.5, .label_smoothing = 0.1});
+        distill::kl_divergence<TestType> kl({.temperature = 4});
+        distill::cross_entropy<TestType> ce;
+        Eigen::TensorMap<Eigen::Tensor<const TestType, 3, Eigen::RowMajor>> s3(s.data(), 2, 4, C), t3(t.data(), 2, 4, C);
+
+        const long before = allocations.load();
+        kd.loss_and_grad(s, t, y, g, {.mask = mask, .losses = rows});
+        kd.loss_and_grad(s3, t3, y, g);
+        kl.loss_and_grad(s, t, g);
+        ce.loss_and_grad(s, y, g);
+        distill::loss_value v;
+        (void)kd.try_loss_and_grad(s, t, y, g, v);
+        const long after = allocations.load();
+        INFO("C = " << C);
+        CHECK(after - before == 0);
+        CHECK(v.rows_counted == N - 1);  // the calls above really ran
+    }
+}
