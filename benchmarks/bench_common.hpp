@@ -131,6 +131,30 @@ inline void finish(benchmark::State& state, const case_spec& c) {
     state.SetBytesProcessed(elements * bytes_per_element(c) * static_cast<std::int64_t>(state.iterations()));
 }
 
+// The timed loop every implementation shares. `call` computes the case once and returns its loss;
+// the last call's loss and a checksum of its output become counters (no extra untimed call: at
+// 512 x 32000 a peer's call costs up to a second, and Google Benchmark enters each benchmark once
+// per repetition).
+// `publish` runs after the loop, for an implementation whose output lives elsewhere than in.out.
+struct nothing_to_publish {
+    void operator()() const noexcept {}
+};
+
+template <class Scalar, class Call, class Publish = nothing_to_publish>
+void run_timed(benchmark::State& state, const case_spec& c, inputs<Scalar>& in, Call&& call,
+               Publish&& publish = {}) {
+    double loss = 0;
+    for (auto _ : state) {
+        loss = call();
+        benchmark::DoNotOptimize(loss);
+        benchmark::ClobberMemory();
+    }
+    publish();
+    state.counters["loss"] = loss;
+    state.counters["check"] = checksum(in.out, in.student);
+    finish(state, c);
+}
+
 inline benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b) {
     return b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
@@ -139,6 +163,7 @@ inline benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark*
 // implementation of a case runs next to the others, under the same machine conditions.
 bool ours_runs(const case_spec& c, int threads); // false: our API has no such call (yet)
 void register_floors(const case_spec& c, int threads, bool memory, bool exp);
+const char* exp_floor_function(); // the exp the exp floor measures
 void register_ours(const case_spec& c, int threads);
 void register_reference(const case_spec& c);
 void register_eigen_naive(const case_spec& c);

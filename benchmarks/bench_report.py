@@ -24,8 +24,12 @@ ALLOCATING = {"eigen_naive", "torch_autograd", "torch_fused"}
 TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def load(path):
-    """{(case, impl, dtype, rows, cols, threads): {"ms": float, "loss": float|None, "check": float|None}}"""
+def load(path, clock="real"):
+    """{(case, impl, dtype, rows, cols, threads): {"ms": float, "loss": float|None, "check": float|None}}
+
+    clock "cpu" takes the CPU time of the benchmark thread for one-thread runs (robust to other work
+    sharing the machine) and the wall-clock time for multi-thread runs, where the main thread's CPU
+    time would miss the other threads' work."""
     with open(path) as f:
         data = json.load(f)
     medians, iterations = {}, {}
@@ -40,8 +44,9 @@ def load(path):
         case, impl, dtype, shape, threads = parts[:5]
         rows, cols = (int(x) for x in shape.split("x"))
         key = (case, impl, dtype, rows, cols, int(threads.split(":")[1]))
+        time = b["cpu_time"] if clock == "cpu" and key[-1] == 1 else b["real_time"]
         entry = {
-            "ms": b["real_time"] * TO_MS[b.get("time_unit", "ns")],
+            "ms": time * TO_MS[b.get("time_unit", "ns")],
             "loss": b.get("loss"),
             "check": b.get("check"),
         }
@@ -93,10 +98,12 @@ def main():
     ap.add_argument("--json", dest="json_out")
     ap.add_argument("--machine", default="")
     ap.add_argument("--commit", default="")
+    ap.add_argument("--clock", choices=["real", "cpu"], default="real",
+                    help="cpu: one-thread rows use the thread's CPU time (for runs on a busy machine)")
     args = ap.parse_args()
 
-    context, results = load(args.main)
-    cached = load(args.cached)[1] if args.cached else {}
+    context, results = load(args.main, args.clock)
+    cached = load(args.cached, args.clock)[1] if args.cached else {}
 
     # Rows in the order the binary ran them.
     order = []
@@ -157,6 +164,7 @@ def main():
         described.append(f"machine: {args.machine}")
     described.append(f"SIMD arch: {context.get('distill_simd_arch', '?')} "
                      f"(flags: {context.get('distill_arch_flags', '?')}); "
+                     f"exp floor measures {context.get('distill_exp_floor_function', '?')}; "
                      f"cores seen: {context.get('num_cpus', '?')}; libtorch: {context.get('distill_torch', '?')}; "
                      f"load average at start: {', '.join(f'{x:.2f}' for x in context.get('load_avg', [])) or '?'}")
     if args.commit:
@@ -166,8 +174,10 @@ def main():
     print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(header))) + "|", file=out)
     for r in table:
         print("| " + " | ".join(r) + " |", file=out)
+    clock = ("wall-clock" if args.clock == "real" else
+             "CPU time of the benchmark thread on one thread, wall-clock on more")
     print("\nfloor = max(memory floor, exp floor) at the row's thread count; limit names the larger. "
-          "Times are medians (ms), ratios come from the same run.", file=out)
+          f"Times are medians (ms, {clock}); ratios come from the same run.", file=out)
     if cached_used:
         print("ʲ = faster under the caching allocator (jemalloc, LD_PRELOAD) than under glibc malloc.", file=out)
     load_avg = context.get("load_avg") or []

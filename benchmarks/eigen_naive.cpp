@@ -86,15 +86,7 @@ double call(const case_spec& c, inputs<Scalar>& in) {
 template <class Scalar>
 void eigen_naive(benchmark::State& state, case_spec c) {
     auto& in = inputs_for<Scalar>(c.rows, c.cols);
-    const double loss = call(c, in);
-    for (auto _ : state) {
-        double v = call(c, in);
-        benchmark::DoNotOptimize(v);
-        benchmark::ClobberMemory();
-    }
-    state.counters["loss"] = loss;
-    state.counters["check"] = checksum(in.out, in.student);
-    finish(state, c);
+    run_timed(state, c, in, [&] { return call(c, in); });
 }
 
 } // namespace

@@ -6,7 +6,8 @@
 //   softmax forward).
 // exp floor: k vectorised exponentials per element, k = exps_per_element(kind), over an L1-resident
 //   buffer (no memory traffic at all), N * C * k exps per iteration. It uses the exp the kernels use:
-//   distill's own vectorised exp when the library provides one, otherwise xsimd::exp.
+//   distill's own vectorised exp (detail/simd/exp.hpp) when the library provides one, otherwise
+//   xsimd::exp.
 #include "bench_common.hpp"
 
 #include <xsimd/xsimd.hpp>
@@ -25,10 +26,11 @@ namespace {
 template <class Scalar>
 using batch = xsimd::batch<Scalar>;
 
+// The exp the kernels call on (x - max) / T <= 0.
 template <class Scalar>
 inline batch<Scalar> kernel_exp(const batch<Scalar>& x) noexcept {
 #ifdef DISTILL_BENCH_HAS_DISTILL_EXP
-    return distill::detail::simd::exp(x);
+    return distill::detail::simd::exp_nonpositive<xsimd::default_arch>(x);
 #else
     return xsimd::exp(x);
 #endif
@@ -118,6 +120,14 @@ void exp_floor(benchmark::State& state, case_spec c, int threads) {
 }
 
 } // namespace
+
+const char* exp_floor_function() {
+#ifdef DISTILL_BENCH_HAS_DISTILL_EXP
+    return "distill::detail::simd::exp_nonpositive";
+#else
+    return "xsimd::exp";
+#endif
+}
 
 void register_floors(const case_spec& c, int threads, bool memory, bool exp) {
     const std::string mem_name = benchmark_name(c, "mem_floor", threads);

@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
 
     benchmark::AddCustomContext("distill_simd_arch", xsimd::default_arch::name());
     benchmark::AddCustomContext("distill_arch_flags", DISTILL_BENCH_ARCH_FLAGS);
+    benchmark::AddCustomContext("distill_exp_floor_function", distill_bench::exp_floor_function());
     benchmark::AddCustomContext("distill_torch", distill_bench::torch_enabled()
                                                      ? distill_bench::torch_version()
                                                      : std::string("absent"));

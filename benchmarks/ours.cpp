@@ -69,29 +69,13 @@ void ours(benchmark::State& state, case_spec c, int threads) {
     auto& in = inputs_for<Scalar>(c.rows, c.cols);
     const omp_executor exec{threads};
     const omp_executor* e = threads > 1 ? &exec : nullptr;
-    const double loss = callers<Scalar>::call(c, in, e); // untimed: warms caches and thread pool
-    for (auto _ : state) {
-        double v = callers<Scalar>::call(c, in, e);
-        benchmark::DoNotOptimize(v);
-        benchmark::ClobberMemory();
-    }
-    state.counters["loss"] = loss;
-    state.counters["check"] = checksum(in.out, in.student);
-    finish(state, c);
+    run_timed(state, c, in, [&] { return callers<Scalar>::call(c, in, e); });
 }
 
 template <class Scalar>
 void reference(benchmark::State& state, case_spec c) {
     auto& in = inputs_for<Scalar>(c.rows, c.cols);
-    const double loss = callers<Scalar>::call_reference(c, in);
-    for (auto _ : state) {
-        double v = callers<Scalar>::call_reference(c, in);
-        benchmark::DoNotOptimize(v);
-        benchmark::ClobberMemory();
-    }
-    state.counters["loss"] = loss;
-    state.counters["check"] = checksum(in.out, in.student);
-    finish(state, c);
+    run_timed(state, c, in, [&] { return callers<Scalar>::call_reference(c, in); });
 }
 
 } // namespace
