@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include <xsimd/xsimd.hpp>
 
@@ -49,6 +50,26 @@ inline void store_partial(T* p, std::size_t n, const xsimd::batch<T, Arch>& x) n
     alignas(Arch::alignment()) T lane[lanes];
     x.store_aligned(lane);
     for (std::size_t i = 0; i < n; ++i) p[i] = lane[i];
+}
+
+// Reinterpreting float lanes as int32 and back: xsimd 8 spells it bitwise_cast<batch<U, A>>(x),
+// xsimd 9 and later bitwise_cast<U>(x).
+template <class Arch>
+inline xsimd::batch<std::int32_t, Arch> bitwise_as_int(const xsimd::batch<float, Arch>& x) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::bitwise_cast<std::int32_t>(x);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<std::int32_t, Arch>>(x);
+#endif
+}
+
+template <class Arch>
+inline xsimd::batch<float, Arch> bitwise_as_float(const xsimd::batch<std::int32_t, Arch>& x) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::bitwise_cast<float>(x);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<float, Arch>>(x);
+#endif
 }
 
 }  // namespace distill::detail::simd

@@ -43,6 +43,15 @@ inline void store(T* p, std::ptrdiff_t n, const xsimd::batch<T, Arch>& x) noexce
         store_partial<T, Arch>(p, static_cast<std::size_t>(n), x);
 }
 
+// Calls body(i, W) for each full vector of [begin, end) and body(i, n) once for a tail of n < W:
+// with W a constant at the full-vector call sites, the kernels' tail tests fold away there.
+template <std::ptrdiff_t W, class Body>
+inline void for_each_vector(std::ptrdiff_t begin, std::ptrdiff_t end, Body&& body) noexcept {
+    std::ptrdiff_t i = begin;
+    for (; i + W <= end; i += W) body(i, W);
+    if (i < end) body(i, end - i);
+}
+
 // x^n for a small whole n >= 1 by squaring.
 template <class V>
 inline V whole_power(V x, int n) noexcept {

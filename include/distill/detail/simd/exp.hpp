@@ -1,0 +1,50 @@
+// distill/detail/simd/exp.hpp - e^x for x <= 0, the only exponentials a softmax needs once the row
+// max is subtracted.
+//
+// Contract (float): x in [-inf, 0] or NaN. Max error 2 ulp against the correctly rounded e^x for
+// x in [-87.3, 0] (tests/exp.test.cpp sweeps it); results below 2^-126 (x < -87.34) are flushed to
+// +0, which changes no softmax sum (each sum is >= 1); -inf -> 0; NaN -> NaN. No overflow handling:
+// x > 0 is outside the contract (the kernels never pass it).
+// Double: xsimd::exp (its own contract, about 1 ulp).
+//
+// Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf);
+// knowing x <= 0 leaves Cody-Waite range reduction, a degree-6 polynomial and one integer add into
+// the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
+#pragma once
+
+#include <cstdint>
+
+#include <xsimd/xsimd.hpp>
+
+#include "compat.hpp"
+
+namespace distill::detail::simd {
+
+template <class Arch>
+inline xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>& x) noexcept {
+    using V = xsimd::batch<float, Arch>;
+    // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in a part exact in float (hi) and the rest (lo)
+    // so that n * hi is exact for |n| <= 127 (Cody & Waite 1980).
+    const V n = xsimd::nearbyint(x * V(1.44269504088896341f));
+    V r = xsimd::fma(n, V(-0.693359375f), x);
+    r = xsimd::fma(n, V(2.12194440e-4f), r);
+    // e^r on [-ln2/2, ln2/2]: Cephes expf's minimax polynomial, 1 + r + r^2 P(r).
+    V p = V(1.9875691500e-4f);
+    p = xsimd::fma(p, r, V(1.3981999507e-3f));
+    p = xsimd::fma(p, r, V(8.3334519073e-3f));
+    p = xsimd::fma(p, r, V(4.1665795894e-2f));
+    p = xsimd::fma(p, r, V(1.6666665459e-1f));
+    p = xsimd::fma(p, r, V(5.0000001201e-1f));
+    p = xsimd::fma(p, r * r, r) + V(1.0f);
+    // 2^n: add n to the exponent field. n >= -126 keeps the field positive; below, flush to 0.
+    const auto scaled = bitwise_as_int(p) + (xsimd::to_int(n) << 23);
+    const V result = bitwise_as_float<Arch>(scaled);
+    return xsimd::select(x < V(-87.33654f), V(0.0f), xsimd::select(x != x, x, result));
+}
+
+template <class Arch>
+inline xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
+    return xsimd::exp(x);
+}
+
+}  // namespace distill::detail::simd
