@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "../executor.hpp"
 #include "../reduction.hpp"
@@ -181,6 +182,15 @@ struct loss_plan {
     std::int64_t counted = 0;                           // rows taking part
     std::ptrdiff_t piece_count = 0;
     std::array<piece_result, max_pieces> pieces{};
+#if !defined(DISTILL_NO_SIMD)
+    // Few long rows: each row is cut into `segments` runs of blocks, so that the pieces of work stay
+    // max_pieces even when the rows are fewer (an LLM vocabulary over a handful of tokens).
+    std::ptrdiff_t segments = 1;
+    std::ptrdiff_t blocks = 0;  // per row
+    std::array<simd::row_stats, max_pieces> segment_stats{};
+    std::array<simd::row_stats, max_pieces> merged{};  // per row
+    std::array<std::array<double, simd::max_blocks>, max_pieces> teacher_max_at{};  // per row
+#endif
 };
 
 // Runs pieces [first, last) of the plan. Not inlined into the executor's code on purpose: compiled
@@ -221,6 +231,88 @@ template <class T, class Label>
     }
 }
 
+#if !defined(DISTILL_NO_SIMD)
+template <class T, class Label>
+bool row_ignored(const loss_plan<T, Label>& plan, std::ptrdiff_t i) noexcept {
+    const loss_call<T, Label>& c = *plan.call;
+    const auto at = static_cast<std::size_t>(i);
+    return (!c.labels.empty() && c.labels[at] == plan.options->ignore_index) ||
+           (!c.rows.mask.empty() && c.rows.mask[at] == 0);
+}
+
+// Segment work item w = row * segments + segment: its first and last block.
+template <class T, class Label>
+std::pair<std::ptrdiff_t, std::ptrdiff_t> segment_blocks(const loss_plan<T, Label>& plan, std::ptrdiff_t w) noexcept {
+    const std::ptrdiff_t j = w % plan.segments;
+    return {j * plan.blocks / plan.segments, (j + 1) * plan.blocks / plan.segments};
+}
+
+// Sweep 1 of segment items [first, last). Not inlined, for the reason run_pieces gives.
+template <class T, class Label>
+[[gnu::noinline]] void run_segment_statistics(loss_plan<T, Label>& plan, std::ptrdiff_t first,
+                                              std::ptrdiff_t last) noexcept {
+    const loss_call<T, Label>& c = *plan.call;
+    for (std::ptrdiff_t w = first; w < last; ++w) {
+        const std::ptrdiff_t i = w / plan.segments;
+        if (row_ignored(plan, i)) continue;
+        const auto [b0, b1] = segment_blocks(plan, w);
+        plan.segment_stats[static_cast<std::size_t>(w)] = simd::row_statistics<xsimd::default_arch>(
+            c.student.row(i), c.teacher.data ? c.teacher.row(i) : nullptr, c.student.cols, plan.terms,
+            c.grad.data ? c.grad.row(i) : nullptr, b0, b1, plan.teacher_max_at[static_cast<std::size_t>(i)].data());
+    }
+}
+
+// Sweep 2 of segment items [first, last).
+template <class T, class Label>
+[[gnu::noinline]] void run_segment_gradients(loss_plan<T, Label>& plan, std::ptrdiff_t first,
+                                             std::ptrdiff_t last) noexcept {
+    const loss_call<T, Label>& c = *plan.call;
+    const std::ptrdiff_t C = c.student.cols;
+    const std::ptrdiff_t block = simd::block_length(C, xsimd::batch<T, xsimd::default_arch>::size);
+    for (std::ptrdiff_t w = first; w < last; ++w) {
+        const std::ptrdiff_t i = w / plan.segments;
+        const auto [b0, b1] = segment_blocks(plan, w);
+        T* g = c.grad.row(i);
+        const piece_result& r = plan.pieces[static_cast<std::size_t>(i)];
+        if (row_ignored(plan, i) || r.bad_row >= 0) {  // ignored rows get zeros; refused rows are left
+            if (r.bad_row < 0) std::fill(g + std::min(C, b0 * block), g + std::min(C, b1 * block), T(0));
+            continue;
+        }
+        const std::int64_t y = plan.terms.hard ? static_cast<std::int64_t>(c.labels[static_cast<std::size_t>(i)]) : -1;
+        simd::row_gradient<xsimd::default_arch>(c.student.row(i), y, C, plan.terms,
+                                                plan.merged[static_cast<std::size_t>(i)], g, b0, b1,
+                                                plan.teacher_max_at[static_cast<std::size_t>(i)].data());
+    }
+}
+
+// Between the sweeps: each row's segments merged in order, its loss, its contribution.
+template <class T, class Label>
+void merge_segments(loss_plan<T, Label>& plan) noexcept {
+    const loss_call<T, Label>& c = *plan.call;
+    for (std::ptrdiff_t i = 0; i < c.student.rows; ++i) {
+        piece_result& r = plan.pieces[static_cast<std::size_t>(i)];
+        const auto at = static_cast<std::size_t>(i);
+        double row_loss = 0;
+        if (!row_ignored(plan, i)) {
+            simd::row_stats st = plan.segment_stats[static_cast<std::size_t>(i * plan.segments)];
+            for (std::ptrdiff_t j = 1; j < plan.segments; ++j)
+                st = simd::merge(st, plan.segment_stats[static_cast<std::size_t>(i * plan.segments + j)], plan.terms);
+            plan.merged[at] = st;
+            const std::int64_t y = plan.terms.hard ? static_cast<std::int64_t>(c.labels[at]) : -1;
+            const row_result rr = simd::row_loss(st, c.student.row(i), y, c.student.cols, plan.terms);
+            if (!rr.student_defined || !rr.teacher_defined) {
+                r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
+            } else {
+                r.soft = plan.terms.soft ? plan.soft_loss_weight * rr.kl : 0.0;
+                r.hard = plan.terms.hard ? plan.hard_loss_weight * rr.ce : 0.0;
+                row_loss = r.soft + r.hard;
+            }
+        }
+        if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
+    }
+}
+#endif
+
 // Validates the call and fills the plan.
 template <class T, class Label>
 status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<T, Label>& plan) noexcept {
@@ -253,6 +345,12 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<T
     plan.options = &o;
     plan.call = &c;
     plan.piece_count = std::min<std::ptrdiff_t>(c.student.rows, max_pieces);
+#if !defined(DISTILL_NO_SIMD)
+    // The cut depends on the shape alone, never on the executor: results stay bitwise the same.
+    plan.blocks = simd::row_blocks<xsimd::default_arch, T>(c.student.cols);
+    if (c.student.rows > 0 && c.student.rows < max_pieces && plan.blocks > 1)
+        plan.segments = std::min(plan.blocks, max_pieces / c.student.rows);
+#endif
     return {};
 }
 
@@ -283,6 +381,20 @@ status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label>& c,
     out = {};
     loss_plan<T, Label> plan;
     if (status s = make_plan(o, c, plan); !s) return s;
+#if !defined(DISTILL_NO_SIMD)
+    if (plan.segments > 1) {
+        const std::ptrdiff_t items = c.student.rows * plan.segments;
+        exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+            run_segment_statistics(plan, first, last);
+        });
+        merge_segments(plan);
+        if (c.grad.data)
+            exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+                run_segment_gradients(plan, first, last);
+            });
+        return finish_plan(plan, out);
+    }
+#endif
     if (plan.piece_count > 0)
         exec(std::ptrdiff_t{0}, plan.piece_count,
              [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept { run_pieces(plan, first, last); });
