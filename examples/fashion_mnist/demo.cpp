@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -143,6 +144,7 @@ void train_students(const options& opt, const fashion_mnist& data, const teacher
         model_result r;
         r.name = s.name;
         r.description = s.description;
+        r.params = parameter_count(sizes);
         r.accuracy.resize(static_cast<std::size_t>(opt.seeds));
         r.soft_kl.resize(static_cast<std::size_t>(opt.seeds));
         r.curves.resize(static_cast<std::size_t>(opt.seeds));
@@ -152,48 +154,58 @@ void train_students(const options& opt, const fashion_mnist& data, const teacher
     std::vector<double> job_seconds(static_cast<std::size_t>(jobs));
 
     progress_bar bar(phase, jobs, total_steps(plan));
+    // An exception must not leave an OpenMP loop (that terminates the program): keep the first one
+    // and rethrow it after the loop.
+    std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads)
     for (int job = 0; job < jobs; ++job) {
-        const auto start = std::chrono::steady_clock::now();
-        const student_spec& spec = specs[static_cast<std::size_t>(job / opt.seeds)];
-        const int seed = job % opt.seeds;
-        // Everything random derives from the seed alone, so the hard-label and distilled students of a
-        // seed share their labelled images, initial weights, batch order and dropout draws.
-        random_source seed_rng(1000 + static_cast<std::uint64_t>(seed));
-        const auto subset = balanced_subset(data.train.labels, opt.labelled, seed_rng.split());
-        random_source init = seed_rng.split();
-        const random_source training_rng = seed_rng.split();
+        try {
+            const auto start = std::chrono::steady_clock::now();
+            const student_spec& spec = specs[static_cast<std::size_t>(job / opt.seeds)];
+            const auto seed = static_cast<std::size_t>(job % opt.seeds);
+            // Everything random derives from the seed alone, so the hard-label and distilled students of
+            // a seed share their labelled images, initial weights, batch order and dropout draws.
+            random_source seed_rng(1000 + seed);
+            const auto subset = balanced_subset(data.train.labels, opt.labelled, seed_rng.split());
+            random_source init = seed_rng.split();
+            const random_source training_rng = seed_rng.split();
 
-        std::vector<std::int64_t> labels = data.train.labels;
-        std::vector<std::int64_t> rows = subset;
-        if (!spec.subset_only) {
-            rows.resize(labels.size());
-            std::iota(rows.begin(), rows.end(), 0);
+            std::vector<std::int64_t> labels = data.train.labels;
+            std::vector<std::int64_t> rows = subset;
+            if (!spec.subset_only) {
+                rows.resize(labels.size());
+                std::iota(rows.begin(), rows.end(), 0);
+            }
+            if (spec.withhold_labels) {
+                std::vector<std::int64_t> kept(labels.size(), no_label);
+                for (const auto r : subset) kept[static_cast<std::size_t>(r)] = labels[static_cast<std::size_t>(r)];
+                labels = std::move(kept);
+            }
+
+            mlp student(sizes, opt.student_dropout, init);
+            const training_rows train_rows{.x = &data.train.x, .labels = labels,
+                                           .teacher_logits = &teacher.train_logits, .rows = std::move(rows)};
+            auto curve = train(student, objective(spec.kind, opt.temperature, opt.alpha), plan, train_rows,
+                               data.test, training_rng, [&](const epoch_summary& s) { bar.update(job, s); });
+            const matrix test_logits = student.predict(data.test.x);
+
+            // Each job writes only its own seed's slots.
+            model_result& r = results[first + static_cast<std::size_t>(job / opt.seeds)];
+            r.accuracy[seed] = curve.back();
+            r.soft_kl[seed] = soft_kl.loss(test_logits, teacher.test_logits).total;
+            r.curves[seed] = std::move(curve);
+            job_seconds[static_cast<std::size_t>(job)] = seconds_since(start);
+        } catch (...) {
+#pragma omp critical
+            if (!failure) failure = std::current_exception();
         }
-        if (spec.withhold_labels) {
-            std::vector<std::int64_t> kept(labels.size(), no_label);
-            for (const auto r : subset) kept[static_cast<std::size_t>(r)] = labels[static_cast<std::size_t>(r)];
-            labels = std::move(kept);
-        }
-
-        mlp student(sizes, opt.student_dropout, init);
-        const training_rows train_rows{.x = &data.train.x, .labels = labels,
-                                       .teacher_logits = &teacher.train_logits, .rows = std::move(rows)};
-        auto curve = train(student, objective(spec.kind, opt.temperature, opt.alpha), plan, train_rows, data.test,
-                           training_rng, [&](const epoch_summary& s) { bar.update(job, s); });
-        const matrix test_logits = student.predict(data.test.x);
-
-        model_result& r = results[first + static_cast<std::size_t>(job / opt.seeds)];
-        r.params = student.parameter_count();
-        r.accuracy[static_cast<std::size_t>(seed)] = curve.back();
-        r.soft_kl[static_cast<std::size_t>(seed)] = soft_kl.loss(test_logits, teacher.test_logits).total;
-        r.curves[static_cast<std::size_t>(seed)] = std::move(curve);
-        job_seconds[static_cast<std::size_t>(job)] = seconds_since(start);
     }
+    if (failure) std::rethrow_exception(failure);
     bar.finish();
     for (std::size_t s = 0; s < specs.size(); ++s)
         for (int seed = 0; seed < opt.seeds; ++seed)
-            results[first + s].seconds += job_seconds[s * static_cast<std::size_t>(opt.seeds) + static_cast<std::size_t>(seed)];
+            results[first + s].seconds +=
+                job_seconds[s * static_cast<std::size_t>(opt.seeds) + static_cast<std::size_t>(seed)] / opt.seeds;
 }
 
 int run(const options& opt) {

@@ -71,12 +71,6 @@ matrix mlp::predict(const matrix& x) const {
     return out;
 }
 
-std::int64_t mlp::parameter_count() const {
-    std::int64_t n = 0;
-    for (const dense_layer& layer : layers_) n += layer.weights.size() + layer.bias.size();
-    return n;
-}
-
 void mlp::save(std::ostream& out) const {
     for (const dense_layer& layer : layers_) {
         out.write(reinterpret_cast<const char*>(layer.weights.data()), layer.weights.size() * sizeof(float));

@@ -19,6 +19,13 @@ struct dense_layer {
     row_vector bias_grad;
 };
 
+// Weights and biases of an mlp with these layer sizes.
+inline std::int64_t parameter_count(std::span<const int> sizes) {
+    std::int64_t n = 0;
+    for (std::size_t k = 0; k + 1 < sizes.size(); ++k) n += std::int64_t{sizes[k]} * sizes[k + 1] + sizes[k + 1];
+    return n;
+}
+
 class mlp {
 public:
     // sizes = {784, hidden..., 10}. He initialisation (He et al. 2015) keeps the activations' scale
@@ -36,7 +43,7 @@ public:
     std::span<dense_layer> layers() { return layers_; }
     const std::vector<int>& sizes() const { return sizes_; }
     float dropout() const { return dropout_; }
-    std::int64_t parameter_count() const;
+    std::int64_t parameter_count() const { return demo::parameter_count(sizes_); }
 
     void save(std::ostream& out) const;
     // Reads what save() wrote into a network of the same sizes; false if the stream does not match.

@@ -66,9 +66,9 @@ double sample_sd(const std::vector<double>& v) {
 std::string format_table(const std::vector<model_result>& results, std::int64_t test_rows) {
     std::ostringstream out;
     char line[256];
-    std::snprintf(line, sizeof line, "%-20s %-40s %9s %16s %11s %14s %8s\n", "model", "trained on", "params",
-                  "test acc (%)", "test errors", "gain vs hard", "time");
-    out << line << std::string(124, '-') << '\n';
+    std::snprintf(line, sizeof line, "%-20s %-40s %9s %16s %11s %14s %10s\n", "model", "trained on", "params",
+                  "test acc (%)", "test errors", "gain vs hard", "time/seed");
+    out << line << std::string(126, '-') << '\n';
     for (const model_result& r : results) {
         char accuracy[32], gain[32] = "";
         std::snprintf(accuracy, sizeof accuracy, "%.2f ± %.2f", mean(r.accuracy), sample_sd(r.accuracy));
@@ -78,7 +78,7 @@ std::string format_table(const std::vector<model_result>& results, std::int64_t 
         }
         const double errors = (100.0 - mean(r.accuracy)) / 100.0 * static_cast<double>(test_rows);
         // "±" is two bytes in UTF-8, hence the wider field.
-        std::snprintf(line, sizeof line, "%-20s %-40s %9lld %17s %11.0f %15s %8s\n", r.name.c_str(),
+        std::snprintf(line, sizeof line, "%-20s %-40s %9lld %17s %11.0f %15s %10s\n", r.name.c_str(),
                       r.description.c_str(), static_cast<long long>(r.params), accuracy, errors, gain,
                       r.seconds > 0 ? (std::to_string(static_cast<int>(std::lround(r.seconds))) + " s").c_str() : "");
         out << line;

@@ -17,7 +17,7 @@ struct model_result {
     std::vector<double> soft_kl;              // KL(teacher || student) at T on the test set, one per seed
     std::vector<std::vector<double>> curves;  // test accuracy after each epoch, one curve per seed
     std::string baseline;                     // the hard-label model its gain is measured against, or ""
-    double seconds = 0;                       // wall time of its training, all seeds together
+    double seconds = 0;                       // wall time of one training, mean over seeds
 };
 
 double mean(const std::vector<double>& v);
@@ -27,7 +27,8 @@ double sample_sd(const std::vector<double>& v);  // 0 for fewer than two values
 // differences: seed s of both models saw the same images in the same order).
 std::string format_table(const std::vector<model_result>& results, std::int64_t test_rows);
 
-// An array of {name, params, accuracy: [per seed], mean, sd, test_errors, soft_kl, gain, seconds}.
+// An array of {name, description, params, accuracy: [per seed], mean, sd, test_errors,
+// soft_kl_to_teacher: [per seed], baseline, gain, seconds}.
 void write_results_json(const std::filesystem::path& file, const std::vector<model_result>& results,
                         std::int64_t test_rows);
 
