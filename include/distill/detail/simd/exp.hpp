@@ -5,7 +5,8 @@
 // x in [-87.3, 0] (tests/exp.test.cpp sweeps it); results below 2^-126 (x < -87.34) are flushed to
 // +0, which changes no softmax sum (each sum is >= 1); -inf -> 0; NaN -> NaN. No overflow handling:
 // x > 0 is outside the contract (the kernels never pass it).
-// Double: xsimd::exp (its own contract, about 1 ulp).
+// Double: xsimd::exp (its own contract, about 1 ulp), with -inf, NaN and huge negative x kept out
+// of its integer conversion.
 //
 // Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf);
 // knowing x <= 0 leaves Cody-Waite range reduction, a degree-6 polynomial and one integer add into
@@ -44,7 +45,14 @@ inline xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>
 
 template <class Arch>
 inline xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
-    return xsimd::exp(x);
+    using V = xsimd::batch<double, Arch>;
+    // Where the ISA has no vector double -> int64 conversion (AVX2), xsimd converts round(x / ln2)
+    // lane by lane in C++, which is undefined behaviour for -inf (masked classes, tail fill), NaN
+    // and x < -6.4e18 (UBSan reports it). Below -1000 the result is 0 anyway (xsimd flushes from
+    // -708.4), so those lanes go in as -1000; NaN is put back afterwards (isnan, not x != x:
+    // xsimd 8.1's != is an ordered compare on AVX, false for NaN).
+    const V safe = xsimd::select(x >= V(-1000.0), x, V(-1000.0));
+    return xsimd::select(xsimd::isnan(x), x, xsimd::exp(safe));
 }
 
 }  // namespace distill::detail::simd
