@@ -141,7 +141,7 @@ std::filesystem::path plot_accuracy(const std::filesystem::path& folder, const s
             << "set title 'Fashion-MNIST test accuracy, mean over seeds'\n"
             << "set xlabel 'epoch (60,000 training samples seen)'\nset ylabel 'test accuracy (%)'\n"
             // noenhanced: model names contain '_', which gnuplot would otherwise typeset as a subscript.
-            << "set termoption noenhanced\nset key right center opaque box\nset grid\n";
+            << "set termoption noenhanced\nset key outside right top\nset xtics 1\nset offsets 0, 0, 0.5, 0.5\nset grid\n";
         if (teacher != nullptr)
             out << "teacher = " << mean(teacher->accuracy) << "\n";
         out << "plot ";
