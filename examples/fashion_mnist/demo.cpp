@@ -122,7 +122,7 @@ teacher_outputs make_teacher(const options& opt, const fashion_mnist& data) {
         train_seconds = seconds_since(start);
     }
     teacher_outputs out{teacher.predict(data.train.x), teacher.predict(data.test.x), {}};
-    out.result = {.name = "teacher", .description = join_sizes(sizes) + ", 60000 labels",
+    out.result = {.name = "teacher", .description = join_sizes(sizes) + ", " + std::to_string(data.train.x.rows()) + " labels",
                   .params = teacher.parameter_count(), .accuracy = {accuracy(out.test_logits, data.test.labels)},
                   .soft_kl = {0.0}, .curves = {}, .baseline = "", .seconds = train_seconds};
     return out;
