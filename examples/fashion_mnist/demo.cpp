@@ -263,6 +263,7 @@ int run(const options& opt) {
 int main(int argc, char** argv) {
     demo::options opt;
     CLI::App app{"Distil a wide MLP teacher into a small MLP student on Fashion-MNIST with distill's fused losses."};
+    app.option_defaults()->always_capture_default();  // --help shows each default
     app.add_flag("--quick", opt.quick, "A small run (tiny teacher, few epochs) that finishes in well under a minute");
     app.add_option("--epochs", opt.epochs, "Student epochs, each 60,000 samples seen")->check(CLI::PositiveNumber);
     app.add_option("--teacher-epochs", opt.teacher_epochs, "Teacher epochs")->check(CLI::PositiveNumber);
