@@ -58,3 +58,33 @@ TEST_CASE("regression: double exponentials of -inf, NaN and huge negative argume
     CHECK(v.hard == Approx(0.5e30).epsilon(1e-12));
     CHECK(g.allFinite());
 }
+
+// Found by the fuzzer: a student-masked class whose teacher logit is finite makes the KL
+// accumulator +inf; when the teacher's running max later rose by more than ~745 T (a later block of
+// a long row, or a later segment of a row cut across threads), the accumulator's rescale factor
+// exp(-rise / T) underflowed to 0 and 0 * inf gave a NaN loss for NaN-free input. Relative to the
+// final max that class's teacher probability is below the smallest double (it underflows to 0 in
+// the reference too), so it has no mass: the loss is the finite KL of the rest.
+TEMPLATE_TEST_CASE("regression: masked class whose teacher mass underflows after the max rises is not NaN",
+                   "[hostile]", float, double) {
+    constexpr std::ptrdiff_t C = 3000;
+    matrix<TestType> s = matrix<TestType>::Zero(1, C), t = matrix<TestType>::Zero(1, C), g(1, C);
+    s(0, 0) = -std::numeric_limits<TestType>::infinity();
+    const std::vector<std::int64_t> y{5};
+    distill::kl_divergence<TestType> kl({.temperature = 1});
+    SECTION("the rise makes the masked class's teacher mass underflow: finite") {
+        for (std::ptrdiff_t c = 2048; c < C; ++c) t(0, c) = 2000;  // the last block
+        // p is uniform over the 952 classes at 2000 (p_0 = e^-2000 / 952 = 0 in double); q is
+        // uniform over the 2999 unmasked classes: KL = sum p log(p / q) = log(2999 / 952).
+        const auto v = kl.loss_and_grad(s, t, g);
+        CHECK(v.total == Approx(std::log(2999.0 / 952.0)).epsilon(1e-5));
+        CHECK(g.allFinite());
+        distill::distillation_loss<TestType> kd({.temperature = 1, .alpha = 0.5, .label_smoothing = 0.1});
+        CHECK(kd.loss(s, t, y).soft == Approx(0.5 * std::log(2999.0 / 952.0)).epsilon(1e-5));
+    }
+    SECTION("a small rise leaves the teacher mass there: +inf") {
+        for (std::ptrdiff_t c = 2048; c < C; ++c) t(0, c) = 10;  // p_0 = e^-10 / Z > 0
+        CHECK(kl.loss_and_grad(s, t, g).total == inf);
+        CHECK(g.allFinite());
+    }
+}

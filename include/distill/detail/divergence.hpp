@@ -32,6 +32,9 @@ struct forward_kl {
     // Returns the accumulator relative to the new maxima; z_p is the teacher sum before scaling.
     static double rescale(double acc, double z_p, double ds, double dt, double inv_t, double f) noexcept {
         if (z_p == 0) return acc;  // no teacher mass seen yet: the accumulator is still 0
+        // The rise underflows all teacher mass seen so far (dt / T > ~745): relative to the new max
+        // it is 0, as in the reference, and 0 * inf (a student-masked class) must not become NaN.
+        if (f == 0) return 0;
         return f * (acc + z_p * (ds - dt) * inv_t);
     }
 
