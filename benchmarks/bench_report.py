@@ -156,7 +156,7 @@ def main():
         })
 
     header = ["case", "shape", "dtype", "threads", "ours (ms)", "floor (ms)", "limit", "ours / floor",
-              "1 thread / this", "reference (ms)", "eigen naive (ms)", "torch autograd (ms)", "torch fused (ms)",
+              "speedup vs 1 thread", "reference (ms)", "eigen naive (ms)", "torch autograd (ms)", "torch fused (ms)",
               "reference / ours", "eigen / ours", "autograd / ours", "fused / ours", "best torch / ours"]
     out = sys.stdout
     described = []
