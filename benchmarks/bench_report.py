@@ -100,6 +100,8 @@ def main():
     ap.add_argument("--commit", default="")
     ap.add_argument("--clock", choices=["real", "cpu"], default="real",
                     help="cpu: one-thread rows use the thread's CPU time (for runs on a busy machine)")
+    ap.add_argument("--other-cpu", type=float, help="CPU seconds other processes used during the run")
+    ap.add_argument("--wall", type=float, help="wall-clock seconds of the run")
     args = ap.parse_args()
 
     context, results = load(args.main, args.clock)
@@ -180,6 +182,13 @@ def main():
           f"Times are medians (ms, {clock}); ratios come from the same run.", file=out)
     if cached_used:
         print("ʲ = faster under the caching allocator (jemalloc, LD_PRELOAD) than under glibc malloc.", file=out)
+    if args.other_cpu is not None and args.wall:
+        share = args.other_cpu / args.wall
+        print(f"\nOther processes used {args.other_cpu:.1f} CPU-seconds during the {args.wall:.0f} s run "
+              f"({100 * share:.0f}% of one core).", file=out)
+        if share > 0.05:
+            print("warning: the machine was shared during the run: absolute times, and the multi-thread "
+                  "rows most, are noisy.", file=out)
     load_avg = context.get("load_avg") or []
     cpus = context.get("num_cpus") or 1
     if load_avg and load_avg[0] > 0.75 * cpus:
