@@ -88,3 +88,22 @@ TEMPLATE_TEST_CASE("regression: masked class whose teacher mass underflows after
         CHECK(g.allFinite());
     }
 }
+
+// Found by the fuzzer: with a subnormal label smoothing (valid: eps in [0, 1)) eps / C underflowed
+// to 0 and met the -inf sum of log r of a row with a masked class: 0 * -inf = NaN, in both
+// kernels. eps * sum / C keeps the exact answer: any eps > 0 puts mass on the masked class, +inf.
+TEMPLATE_TEST_CASE("regression: subnormal label smoothing with a masked class gives +inf, not NaN", "[hostile]",
+                   float, double) {
+    constexpr std::ptrdiff_t C = 779;
+    matrix<TestType> s = distill_test::random_logits<TestType>(1, C, 3), g(1, C);
+    const std::vector<std::int64_t> y{9};
+    const double eps = 4.74303e-322;  // 96 * 2^-1074
+    distill::cross_entropy<TestType> ce({.label_smoothing = eps, .reduce = distill::reduction::sum});
+    const double unmasked = ce.loss(s, y).total;  // = -log r_9 to within the smoothing's 1e-320
+    CHECK(std::isfinite(unmasked));
+    s(0, 0) = -std::numeric_limits<TestType>::infinity();
+    CHECK(ce.loss_and_grad(s, y, g).total == inf);
+    CHECK(g.allFinite());
+    distill::distillation_loss<TestType> kd({.temperature = 2, .alpha = 0.5, .label_smoothing = eps});
+    CHECK(kd.loss(s, s, y).hard == inf);
+}

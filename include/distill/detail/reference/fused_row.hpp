@@ -70,7 +70,7 @@ row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t 
         double sum_log_r = 0;
         if (eps > 0)
             for (std::ptrdiff_t c = 0; c < C; ++c) sum_log_r += s[c] - ms - log_zr;
-        out.ce = -(1 - eps) * (s[label] - ms - log_zr) - eps / static_cast<double>(C) * sum_log_r;
+        out.ce = -(1 - eps) * (s[label] - ms - log_zr) - eps * sum_log_r / static_cast<double>(C);
     }
     if (grad) {
         const double uniform = k.hard ? k.smoothing / static_cast<double>(C) : 0.0;

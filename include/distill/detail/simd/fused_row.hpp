@@ -249,7 +249,7 @@ row_result row_loss(const row_stats& st, const T* s, std::int64_t label, std::pt
     const double eps = k.smoothing;
     if (k.soft) out.kl = Divergence::value(st.acc, st.zq, st.zp);
     if (k.hard)
-        out.ce = -(1 - eps) * (static_cast<double>(s[label]) - st.ms) - eps / static_cast<double>(C) * st.sum_x +
+        out.ce = -(1 - eps) * (static_cast<double>(s[label]) - st.ms) - eps * st.sum_x / static_cast<double>(C) +
                  std::log(st.zr);
     return out;
 }
