@@ -50,8 +50,11 @@ inline xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arc
     // lane by lane in C++, which is undefined behaviour for -inf (masked classes, tail fill), NaN
     // and x < -6.4e18 (UBSan reports it). Below -1000 the result is 0 anyway (xsimd flushes from
     // -708.4), so those lanes go in as -1000; NaN is put back afterwards (isnan, not x != x:
-    // xsimd 8.1's != is an ordered compare on AVX, false for NaN).
-    const V safe = xsimd::select(x >= V(-1000.0), x, V(-1000.0));
+    // xsimd 8.1's != is an ordered compare on AVX, false for NaN). x > 0 is outside the contract but
+    // reaches here when a NaN logit hid the row max (xsimd::max drops NaN lanes); the result is NaN
+    // through that logit's own exponential, so those lanes go in as 0 (UBSan found 1e43 / ln2).
+    V safe = xsimd::select(x >= V(-1000.0), x, V(-1000.0));
+    safe = xsimd::select(safe <= V(0.0), safe, V(0.0));
     return xsimd::select(xsimd::isnan(x), x, xsimd::exp(safe));
 }
 
