@@ -119,3 +119,170 @@ TEMPLATE_TEST_CASE("regression: subnormal label smoothing with a masked class gi
     distill::distillation_loss<TestType> kd({.temperature = 2, .alpha = 0.5, .label_smoothing = eps});
     CHECK(kd.loss(s, s, y).hard == inf);
 }
+
+TEMPLATE_TEST_CASE("subnormal logits behave as the zeros they nearly are", "[hostile][special]", float, double) {
+    const double dm = std::numeric_limits<TestType>::denorm_min();
+    matrix<TestType> g(1, 3);
+    // Every shifted logit is within 1e-38 of 0: p = q = [1/3, 1/3, 1/3], KL = 0, q - p = 0.
+    distill::kl_divergence<TestType> kl({.temperature = 2});
+    const auto v = kl.loss_and_grad(row<TestType>({dm, 0, -dm}), row<TestType>({-dm, 1e-40, 0}), g);
+    CHECK(std::abs(v.total) <= 1e-30);
+    CHECK(g.cwiseAbs().maxCoeff() <= 1e-30);
+    // r = [1/3, 1/3, 1/3]: CE = log 3.
+    distill::cross_entropy<TestType> ce;
+    CHECK(ce.loss(row<TestType>({dm, 0, -dm}), std::vector<std::int64_t>{1}).total == Approx(std::log(3.0)).epsilon(1e-6));
+}
+
+TEMPLATE_TEST_CASE("mixed masks: teacher and student mask different classes", "[hostile][special]", float, double) {
+    distill::kl_divergence<TestType> kl({.temperature = 1});
+    const double e = std::exp(1.0);
+    SECTION("the teacher masks more than the student: finite") {
+        // p = [0, 0, 1/2, 1/2], q = [0, 1, 1, e] / (2 + e):
+        // KL = 1/2 log((2 + e) / 2) + 1/2 log((2 + e) / (2e)) = log((2 + e) / 2) - 1/2.
+        matrix<TestType> g(1, 4);
+        const auto v = kl.loss_and_grad(row<TestType>({-inf, 0, 0, 1}), row<TestType>({-inf, -inf, 0, 0}), g);
+        CHECK(v.total == Approx(std::log((2 + e) / 2) - 0.5).epsilon(1e-6));
+        CHECK(g(0, 0) == 0);  // masked in both: as if absent
+        CHECK(g(0, 1) == Approx(1 / (2 + e)).epsilon(1e-6));
+        CHECK(g(0, 2) == Approx(1 / (2 + e) - 0.5).epsilon(1e-6));
+        CHECK(g(0, 3) == Approx(e / (2 + e) - 0.5).epsilon(1e-6));
+    }
+    SECTION("each masks a class the other gives mass: +inf, gradient finite") {
+        // p = [0, 1/2, 1/2], q = [1/2, 0, 1/2]: p_1 log(p_1 / 0) = +inf; q - p = [1/2, -1/2, 0].
+        matrix<TestType> g(1, 3);
+        CHECK(kl.loss_and_grad(row<TestType>({0, -inf, 0}), row<TestType>({-inf, 0, 0}), g).total == inf);
+        CHECK(g(0, 0) == Approx(0.5).epsilon(1e-6));
+        CHECK(g(0, 1) == Approx(-0.5).epsilon(1e-6));
+        CHECK(std::abs(g(0, 2)) <= 1e-6);
+    }
+    SECTION("masks across blocks of long rows, one row finite and one +inf") {
+        // C = 3000 (three blocks of 1024). Row 0: the student masks classes < 1000, the teacher
+        // classes < 1500: p uniform over 1500 classes, q over 2000, KL = log(2000 / 1500).
+        // Row 1: the student also masks class 2999, where the teacher has mass: +inf.
+        constexpr Eigen::Index C = 3000;
+        matrix<TestType> s = matrix<TestType>::Zero(2, C), t = matrix<TestType>::Zero(2, C), g(2, C);
+        s.leftCols(1000).setConstant(-std::numeric_limits<TestType>::infinity());
+        t.leftCols(1500).setConstant(-std::numeric_limits<TestType>::infinity());
+        s(1, C - 1) = -std::numeric_limits<TestType>::infinity();
+        std::vector<double> rows(2);
+        distill::kl_divergence<TestType> none({.reduce = distill::reduction::none});
+        const auto v = none.loss_and_grad(s, t, g, {.losses = rows});
+        CHECK(rows[0] == Approx(std::log(4.0 / 3.0)).epsilon(1e-6));
+        CHECK(rows[1] == inf);
+        CHECK(v.total == inf);
+        CHECK(g.allFinite());
+        CHECK(g.row(0).leftCols(1000).isZero());
+        CHECK(g(0, 1200) == Approx(1 / 2000.0).epsilon(1e-5));          // q - 0
+        CHECK(g(0, 2000) == Approx(1 / 2000.0 - 1 / 1500.0).epsilon(1e-5));  // q - p
+    }
+}
+
+TEMPLATE_TEST_CASE("+inf logits make the loss NaN, as NaN does; check_finite names them", "[hostile][special]", float,
+                   double) {
+    // max s = +inf, so s - max s = inf - inf = NaN: +inf has no softmax, and propagates like NaN.
+    distill::distillation_loss<TestType> kd({.temperature = 2, .alpha = 0.5});
+    const std::vector<std::int64_t> y{0};
+    CHECK(std::isnan(kd.loss(row<TestType>({0, inf, 1}), row<TestType>({0, 0, 0}), y).total));
+    CHECK(std::isnan(kd.loss(row<TestType>({0, 0, 1}), row<TestType>({0, inf, 0}), y).total));
+    // The teacher is not read when alpha = 0, by the loss or by the scan.
+    distill::distillation_loss<TestType> hard_only({.alpha = 0, .check_finite = true});
+    CHECK(std::isfinite(hard_only.loss(row<TestType>({0, 0, 1}), row<TestType>({0, inf, 0}), y).total));
+    distill::distillation_loss<TestType> checked({.temperature = 2, .check_finite = true});
+    CHECK_THROWS_WITH(checked.loss(row<TestType>({0, inf, 1}), row<TestType>({0, 0, 0}), y),
+                      Catch::Contains("distillation_loss: student logits: element (0, 1) is +inf"));
+}
+
+TEMPLATE_TEST_CASE("ignored and masked rows are not read: NaN or all -inf there changes nothing", "[hostile][special]",
+                   float, double) {
+    matrix<TestType> s = distill_test::random_logits<TestType>(3, 7, 1), t = distill_test::random_logits<TestType>(3, 7, 2);
+    matrix<TestType> g(3, 7);
+    distill::distillation_loss<TestType> kd({.temperature = 2});
+    const std::vector<std::int64_t> y{1, -100, 2};
+    const double clean = kd.loss(s, t, y).total;
+    s(1, 3) = std::numeric_limits<TestType>::quiet_NaN();
+    t.row(1).setConstant(-std::numeric_limits<TestType>::infinity());
+    CHECK(kd.loss_and_grad(s, t, y, g).total == clean);
+    CHECK(g.row(1).isZero());
+    s.row(1).setConstant(-std::numeric_limits<TestType>::infinity());  // no "entirely -inf" error either
+    CHECK(kd.loss(s, t, y).total == clean);
+    // The same through the row mask, with pure distillation (no labels).
+    distill::distillation_loss<TestType> pure({.temperature = 2, .alpha = 1});
+    const std::vector<std::uint8_t> mask{1, 0, 1};
+    CHECK(std::isfinite(pure.loss(s, t, std::vector<std::int64_t>{}, {.mask = mask}).total));
+    // check_finite scans every row, ignored ones included: garbage in padding is still reported.
+    s(1, 3) = std::numeric_limits<TestType>::quiet_NaN();
+    distill::distillation_loss<TestType> checked({.temperature = 2, .check_finite = true});
+    CHECK_THROWS_WITH(checked.loss(s, t, y), Catch::Contains("student logits: element (1, 3) is NaN"));
+}
+
+TEMPLATE_TEST_CASE("every row ignored, and N = 0, under every reduction", "[hostile][special]", float, double) {
+    const matrix<TestType> s = distill_test::random_logits<TestType>(3, 5, 1), t = distill_test::random_logits<TestType>(3, 5, 2);
+    const std::vector<std::int64_t> y{-100, -100, -100};
+    for (auto reduce : {distill::reduction::none, distill::reduction::sum, distill::reduction::mean, distill::reduction::divide_by}) {
+        INFO("reduction " << static_cast<int>(reduce));
+        distill::distillation_loss<TestType> kd({.temperature = 2, .reduce = reduce, .normalizer = 8});
+        std::vector<double> rows(3, 7.0);
+        matrix<TestType> g = matrix<TestType>::Constant(3, 5, 7);
+        const auto v = kd.loss_and_grad(s, t, y, g, {.losses = rows});
+        CHECK(v.total == 0);
+        CHECK(v.rows_counted == 0);
+        CHECK(g.isZero());
+        CHECK(rows == std::vector<double>{0, 0, 0});
+        matrix<TestType> e(0, 5), ge(0, 5);
+        const auto w = kd.loss_and_grad(e, e, std::vector<std::int64_t>{}, ge);  // N = 0: no row, no losses needed
+        CHECK(w.total == 0);
+        CHECK(w.rows_counted == 0);
+    }
+    // Pure distillation with every row masked out.
+    distill::distillation_loss<TestType> pure({.alpha = 1});
+    const std::vector<std::uint8_t> none_counted{0, 0, 0};
+    CHECK(pure.loss(s, t, std::vector<std::int64_t>{}, {.mask = none_counted}).total == 0);
+}
+
+TEMPLATE_TEST_CASE("C = 1: the only class masked is an error, NaN propagates", "[hostile][special]", float, double) {
+    distill::distillation_loss<TestType> kd({.temperature = 2});
+    const std::vector<std::int64_t> y{0, 0};
+    matrix<TestType> s = matrix<TestType>::Zero(2, 1), t = matrix<TestType>::Zero(2, 1);
+    s(1, 0) = -std::numeric_limits<TestType>::infinity();
+    CHECK_THROWS_WITH(kd.loss(s, t, y), Catch::Contains("row 1 of the student logits is entirely -inf"));
+    s(1, 0) = std::numeric_limits<TestType>::quiet_NaN();
+    CHECK(std::isnan(kd.loss(s, t, y).total));
+}
+
+TEMPLATE_TEST_CASE("logit spreads beyond the float range: +inf or the exact value, never NaN", "[hostile][special]", float,
+                   double) {
+    // s = [M, -M, 0] with M = FLT_MAX, t = 0: p = [1/3, 1/3, 1/3] and log q = [0, -2M, -M], so
+    // KL = M - log 3 = 3.4e38, a double. In float the SIMD kernel computes s - max s in float, where
+    // -2M overflows to -inf: the class acts as masked and the loss is +inf. The reference kernel
+    // (DISTILL_NO_SIMD) and double logits compute in double and return the exact value.
+    const double M = std::numeric_limits<float>::max();
+    matrix<TestType> g(1, 3);
+    distill::kl_divergence<TestType> kl;
+    const double v = kl.loss_and_grad(row<TestType>({M, -M, 0}), row<TestType>({0, 0, 0}), g).total;
+#if defined(DISTILL_NO_SIMD)
+    const bool simd_float = false;
+#else
+    const bool simd_float = std::is_same_v<TestType, float>;
+#endif
+    if (simd_float)
+        CHECK(v == inf);
+    else
+        CHECK(v == Approx(M - std::log(3.0)).epsilon(1e-12));
+    // q = [1, 0, 0]: q - p = [2/3, -1/3, -1/3], finite either way.
+    CHECK(g(0, 0) == Approx(2 / 3.0).epsilon(1e-6));
+    CHECK(g(0, 1) == Approx(-1 / 3.0).epsilon(1e-6));
+}
+
+TEMPLATE_TEST_CASE("tiny temperatures inside the range: T^2 KL tends to T times the logit gap", "[hostile][special]", float,
+                   double) {
+    // s = [0, 1, 2], t = [2, 1, 0]: as T -> 0, p -> [1, 0, 0], q -> [0, 0, 1] and log q_0 = -2 / T,
+    // so T^2 KL -> 2 T, and d(T^2 KL)/ds = T (q - p) -> T [-1, 0, 1]. Exact to rounding at these T.
+    for (double T : {1e-6, 1e-20, 1e-30, 1e-37}) {
+        INFO("T = " << T);
+        distill::kl_divergence<TestType> kl({.temperature = T});
+        matrix<TestType> g(1, 3);
+        CHECK(kl.loss_and_grad(row<TestType>({0, 1, 2}), row<TestType>({2, 1, 0}), g).total == Approx(2 * T).epsilon(1e-5));
+        CHECK(g(0, 0) == Approx(-T).epsilon(1e-5));
+        CHECK(g(0, 2) == Approx(T).epsilon(1e-5));
+    }
+}
