@@ -1,0 +1,647 @@
+// libFuzzer target: every loss (and softmax) through the public API, on inputs read from the
+// fuzzer's bytes, checked against an independent model of what DESIGN.md section 2 and
+// docs/api.md promise:
+//   - invalid options, shapes or labels give a clean error: the throwing constructor or the try_
+//     call fails with the predicted code, and the message names the loss, the argument and value;
+//   - valid input: each row's loss and gradient match the reference kernel (tests/differential.hpp
+//     bound, relative to the size of the terms), the reduced totals match the rows, rows_counted
+//     is right, loss() equals loss_and_grad() and the result does not depend on the executor;
+//   - the loss is +inf where the student masks (-inf) a class the teacher gives mass, or the
+//     label's class; NaN exactly where a used logit is NaN or +inf; finite otherwise; gradients
+//     are finite for finite and -inf logits and each row sums to ~0; ignored rows are exactly 0.
+// Any violated check aborts (a finding); ASan and UBSan watch every call.
+//
+// Input layout (missing bytes read as 0; docs/reliability.md has the figures):
+//   [0] flags: bit 0 double; bits 1-2 loss (0 Hinton, 1 Hinton without labels, 2 kl_divergence,
+//       3 cross_entropy); bits 3-4 reduction (none, sum, mean, divide_by); bit 5 check_finite;
+//       bit 6 row mask; bit 7 no T^2 factor
+//   [1] N = byte % 17   [2,3] C = u16 % 2600   [4] T, [5] alpha, [6] label smoothing: a table
+//       index, or >= 16: 8 raw bytes of a double follow   [7] low nibble ignore_index, high
+//       nibble normalizer (tables)   [8] bits 0-2 student scale, bits 3-5 teacher style, bit 6
+//       also run softmax/log_softmax, bit 7 no per-row losses   [9..12] generator seed
+//   then N label codes, N mask bytes (bit 6), an edit count and the edits: a kind byte, a u16
+//   position and a value code or raw float/double bits (kinds in apply_edit).
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <distill/distill.hpp>
+
+#include "../tests/differential.hpp"
+
+namespace {
+
+[[noreturn]] void finding(const char* what, const std::string& detail) {
+    std::fprintf(stderr, "FINDING: %s\n  %s\n", what, detail.c_str());
+    std::abort();
+}
+#define EXPECT(cond, detail)                                  \
+    do {                                                      \
+        if (!(cond)) finding(#cond, std::string() + detail); \
+    } while (0)
+
+struct reader {
+    const std::uint8_t* data;
+    std::size_t size, at = 0;
+    std::uint8_t byte() { return at < size ? data[at++] : 0; }
+    std::uint16_t u16() { return static_cast<std::uint16_t>(byte() | (byte() << 8)); }
+    std::uint32_t u32() { return u16() | (static_cast<std::uint32_t>(u16()) << 16); }
+    std::uint64_t u64() { return u32() | (static_cast<std::uint64_t>(u32()) << 32); }
+    double raw_double() {
+        const std::uint64_t bits = u64();
+        double d;
+        std::memcpy(&d, &bits, sizeof d);
+        return d;
+    }
+    float raw_float() {
+        const std::uint32_t bits = u32();
+        float f;
+        std::memcpy(&f, &bits, sizeof f);
+        return f;
+    }
+};
+
+constexpr double inf = std::numeric_limits<double>::infinity();
+constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+
+double option_value(reader& in, const double (&table)[16]) {
+    const std::uint8_t code = in.byte();
+    return code < 16 ? table[code] : in.raw_double();
+}
+constexpr double temperatures[16] = {1, 2, 4, 0.5, 2.5, 1e-3, 1e3, 16, 17, 0, -1, inf, nan, 1e-30, 1e30, 3};
+constexpr double alphas[16] = {0.5, 0, 1, 0.3, 0.9, -0.1, 1.5, nan, 0.5, 0.7, 0.1, 1e-300, 1 - 1e-16, inf, 0.5, 0.5};
+constexpr double smoothings[16] = {0, 0.1, 0.5, 0.99, 1, -0.1, nan, 0.3, 0, 0, 0.2, 1e-300, 1 - 1e-16, inf, 0, 0.05};
+constexpr std::int64_t ignore_indices[4] = {-100, -1, 0, 5};
+constexpr double normalizers[8] = {1, 0, -1, inf, nan, 7, 1e-300, 1e300};
+constexpr double scales[8] = {1, 3, 0.01, 30, 1e3, 1e-30, 1e30, 1e-41};
+
+template <class T>
+T special_value(std::uint8_t code) {
+    using L = std::numeric_limits<T>;
+    const T table[18] = {-L::infinity(), L::infinity(), L::quiet_NaN(), L::max(), -L::max(), L::min(),
+                         L::denorm_min(), -L::denorm_min(), T(0), T(-0.0), T(1e30), T(-1e30), T(88.7), T(-87.4),
+                         T(1e-40), T(3), T(-3), T(1e4)};
+    return table[code % 18];
+}
+
+// xorshift: the bulk of the logits, so that short inputs still make long rows.
+struct generator {
+    std::uint64_t state;
+    double uniform() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        return static_cast<double>(state >> 11) * 0x1.0p-53;
+    }
+    double normal() { return (uniform() + uniform() + uniform() + uniform() - 2) * 1.7320508; }
+};
+
+enum class loss_kind { hinton, hinton_no_labels, kl, ce };
+
+struct input {
+    bool is_double = false, check_finite = false, use_mask = false, t_squared = true, run_softmax = false,
+         per_row_losses = true;
+    loss_kind kind = loss_kind::hinton;
+    distill::reduction reduce = distill::reduction::mean;
+    std::ptrdiff_t N = 0, C = 0;
+    double T = 1, alpha = 0.5, eps = 0, normalizer = 1;
+    std::int64_t ignore_index = -100;
+    std::vector<std::int64_t> labels;
+    std::vector<std::uint8_t> mask;
+};
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Edits: the hostile values, placed where the bytes say.
+template <class T>
+void apply_edit(reader& in, const input& x, matrix<T>& s, matrix<T>& t) {
+    const std::uint8_t kind = in.byte();
+    matrix<T>& m = (kind & 0x80) ? t : s;
+    const std::ptrdiff_t elements = x.N * x.C;
+    if (elements == 0) return;
+    const std::ptrdiff_t at = in.u16() % elements, i = at / x.C, j = at % x.C;
+    T* row = m.data() + i * x.C;
+    switch ((kind & 0x7f) % 8) {
+        case 0: row[j] = special_value<T>(in.byte()); break;
+        case 1: row[j] = std::is_same_v<T, float> ? static_cast<T>(in.raw_float()) : static_cast<T>(in.raw_double()); break;
+        case 2: std::fill(row, row + x.C, -std::numeric_limits<T>::infinity()); break;
+        case 3: std::fill(row, row + x.C, special_value<T>(in.byte())); break;
+        case 4: {  // mask every k-th class from j on
+            const std::ptrdiff_t step = in.byte() % 7 + 1;
+            for (std::ptrdiff_t c = j; c < x.C; c += step) row[c] = -std::numeric_limits<T>::infinity();
+            break;
+        }
+        case 5: std::fill(row, row + x.C, static_cast<T>(scales[in.byte() % 8])); break;
+        case 6: {  // the other matrix's row: teacher == student in that row
+            const matrix<T>& other = (kind & 0x80) ? s : t;
+            std::copy(other.data() + i * x.C, other.data() + (i + 1) * x.C, row);
+            break;
+        }
+        default: {
+            const T f = static_cast<T>(scales[in.byte() % 8]);
+            for (std::ptrdiff_t c = 0; c < x.C; ++c) row[c] *= f;
+            break;
+        }
+    }
+}
+
+// ---- the model: what the API must answer ----
+
+struct expected_error {
+    distill::errc code = distill::errc::ok;
+    std::string text;  // a substring the message must contain
+};
+
+const char* loss_name(loss_kind k) {
+    return k == loss_kind::kl ? "kl_divergence" : k == loss_kind::ce ? "cross_entropy" : "distillation_loss";
+}
+
+// The effective options of each loss: kl_divergence is alpha = 1, cross_entropy alpha = 0 and T = 1.
+struct effective {
+    double T, alpha, eps;
+    bool has_teacher, has_labels;
+};
+effective effective_options(const input& x) {
+    switch (x.kind) {
+        case loss_kind::kl: return {x.T, 1.0, 0.0, true, false};
+        case loss_kind::ce: return {1.0, 0.0, x.eps, false, true};
+        case loss_kind::hinton_no_labels: return {x.T, x.alpha, x.eps, true, false};
+        default: return {x.T, x.alpha, x.eps, true, true};
+    }
+}
+
+char text_buffer[400];
+template <class... A>
+std::string format(const char* f, A... a) {
+    std::snprintf(text_buffer, sizeof text_buffer, f, a...);
+    return text_buffer;
+}
+
+expected_error option_error(const input& x) {
+    const effective o = effective_options(x);
+    if (!(o.T > 0) || !std::isfinite(o.T)) return {distill::errc::invalid_argument, "temperature must be finite and > 0"};
+    if (!(o.alpha >= 0 && o.alpha <= 1)) return {distill::errc::invalid_argument, "alpha must be in [0, 1]"};
+    if (!(o.eps >= 0 && o.eps < 1)) return {distill::errc::invalid_argument, "label_smoothing must be in [0, 1)"};
+    if (x.reduce == distill::reduction::divide_by && (!(x.normalizer > 0) || !std::isfinite(x.normalizer)))
+        return {distill::errc::invalid_argument, "normalizer must be finite and > 0 for reduction::divide_by"};
+    return {};
+}
+
+template <class T>
+bool all_minus_inf(const T* r, std::ptrdiff_t C) {
+    for (std::ptrdiff_t c = 0; c < C; ++c)
+        if (r[c] != -std::numeric_limits<T>::infinity()) return false;
+    return true;
+}
+template <class T>
+bool has_nan_or_plus_inf(const T* r, std::ptrdiff_t C) {
+    for (std::ptrdiff_t c = 0; c < C; ++c)
+        if (std::isnan(r[c]) || r[c] == std::numeric_limits<T>::infinity()) return true;
+    return false;
+}
+
+bool row_counted(const input& x, std::ptrdiff_t i) {
+    const effective o = effective_options(x);
+    if (o.has_labels && x.labels[static_cast<std::size_t>(i)] == x.ignore_index) return false;
+    if (x.use_mask && x.mask[static_cast<std::size_t>(i)] == 0) return false;
+    return true;
+}
+
+template <class T>
+expected_error call_error(const input& x, const matrix<T>& s, const matrix<T>& t) {
+    const effective o = effective_options(x);
+    const auto N = x.N, C = x.C;
+    if (C == 0) return {distill::errc::invalid_argument, format("student logits have 0 classes (shape %td x 0)", N)};
+    if (!o.has_labels && o.alpha < 1 && N > 0) return {distill::errc::invalid_argument, "no labels given but alpha"};
+    if (x.reduce == distill::reduction::none && !x.per_row_losses && N > 0)
+        return {distill::errc::invalid_argument, "reduction::none needs per_row.losses"};
+    if (o.has_labels)
+        for (std::ptrdiff_t i = 0; i < N; ++i) {
+            const auto y = x.labels[static_cast<std::size_t>(i)];
+            if (y != x.ignore_index && (y < 0 || y >= C))
+                return {distill::errc::out_of_range, format("label %lld at row %td is out of range", static_cast<long long>(y), i)};
+        }
+    if (x.check_finite) {
+        const bool scan_teacher = o.has_teacher && o.alpha > 0;
+        for (int which = 0; which < (scan_teacher ? 2 : 1); ++which) {
+            const matrix<T>& m = which ? t : s;
+            for (std::ptrdiff_t i = 0; i < N; ++i)
+                for (std::ptrdiff_t j = 0; j < C; ++j)
+                    if (std::isnan(m(i, j)) || m(i, j) == std::numeric_limits<T>::infinity())
+                        return {distill::errc::invalid_argument,
+                                format("%s logits: element (%td, %td) is %s", which ? "teacher" : "student", i, j,
+                                       std::isnan(m(i, j)) ? "NaN" : "+inf")};
+        }
+    }
+    const bool soft = o.has_teacher && o.alpha > 0;
+    for (std::ptrdiff_t i = 0; i < N; ++i) {
+        if (!row_counted(x, i)) continue;
+        if (all_minus_inf(s.data() + i * C, C)) return {distill::errc::invalid_argument, format("row %td of the student logits is entirely -inf", i)};
+        if (soft && all_minus_inf(t.data() + i * C, C))
+            return {distill::errc::invalid_argument, format("row %td of the teacher logits is entirely -inf", i)};
+    }
+    return {};
+}
+
+void check_status(const distill::status& st, const expected_error& e, const char* loss) {
+    EXPECT(st.code() == e.code, format("status code %d, expected %d; message: %s; expected text: ", static_cast<int>(st.code()),
+                                       static_cast<int>(e.code), st.message()) + e.text);
+    if (e.code == distill::errc::ok) return;
+    const std::string message = st.message();
+    EXPECT(message.rfind(std::string(loss) + ": ", 0) == 0, "message does not start with the loss name: " + message);
+    EXPECT(message.find(e.text) != std::string::npos, "message '" + message + "' lacks '" + e.text + "'");
+}
+
+// ---- the run ----
+
+struct reverse_executor {  // pieces in reverse order: results must not change
+    template <class Fn>
+    void operator()(std::ptrdiff_t begin, std::ptrdiff_t end, Fn&& fn) const {
+        for (std::ptrdiff_t i = end; i > begin; --i) fn(i - 1, i);
+    }
+};
+
+template <class Loss, class T>
+distill::status call(const Loss& loss, loss_kind kind, bool reversed, const matrix<T>& s, const matrix<T>& t,
+                     const std::vector<std::int64_t>& y, matrix<T>* g, distill::loss_value& v, distill::per_row rows) {
+    const std::vector<std::int64_t> none;
+    const auto run = [&](auto&& exec) {
+        if constexpr (std::is_same_v<Loss, distill::cross_entropy<T>>) {
+            return g ? loss.try_loss_and_grad(exec, s, y, *g, v, rows) : loss.try_loss(exec, s, y, v, rows);
+        } else if constexpr (std::is_same_v<Loss, distill::kl_divergence<T>>) {
+            return g ? loss.try_loss_and_grad(exec, s, t, *g, v, rows) : loss.try_loss(exec, s, t, v, rows);
+        } else {
+            const auto& labels = kind == loss_kind::hinton_no_labels ? none : y;
+            return g ? loss.try_loss_and_grad(exec, s, t, labels, *g, v, rows) : loss.try_loss(exec, s, t, labels, v, rows);
+        }
+    };
+    return reversed ? run(reverse_executor{}) : run(distill::sequential);
+}
+
+bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+template <class T>
+std::string row_text(const T* r, std::ptrdiff_t C) {
+    std::string out;
+    for (std::ptrdiff_t c = 0; c < std::min<std::ptrdiff_t>(C, 12); ++c) out += format("%.9g ", static_cast<double>(r[c]));
+    return out + (C > 12 ? "..." : "");
+}
+
+// The row is inside the range where the input type can carry the computation: 1/T, the spread of
+// each row divided by T, and the gradient coefficients fit the type. Outside it (T below ~1e-38 or
+// logit spreads beyond ~1e38 in float, T^2 overflowing double) results may be +inf or NaN where the
+// exact value is finite; docs/reliability.md lists this.
+template <class T>
+bool in_range(const T* s, const T* t, std::ptrdiff_t C, const distill::detail::row_terms& k, double soft_weight) {
+    const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 16;
+    const double smallest = static_cast<double>(std::numeric_limits<T>::min()) * 0x1p24;
+    // 1/T must be a normal number of T, far from both ends (T = 1e-39 in float: 1/T = inf, and
+    // 0 * inf = NaN at the row's max; T = 1e45: 1/T = 0, and -inf * 0 = NaN at a masked class).
+    if (!(k.inv_temperature < limit) || !(k.inv_temperature > smallest)) return false;
+    // The soft term's weight alpha T^2 must be a normal double: 0 * KL is NaN where KL is +inf.
+    if (k.soft && !(soft_weight > std::numeric_limits<double>::min() * 0x1p24 && soft_weight < 1e300)) return false;
+    // Gradient coefficients: finite in T, and not so small that T's subnormals round them.
+    for (double coefficient : {k.soft ? k.soft_grad : 0.0, k.hard ? k.hard_grad : 0.0})
+        if (!(std::abs(coefficient) < limit) || (coefficient != 0 && std::abs(coefficient) < smallest)) return false;
+    for (const T* r : {s, t}) {
+        if (!r || (r == t && !k.soft)) continue;
+        double lo = inf, hi = -inf;
+        for (std::ptrdiff_t c = 0; c < C; ++c)
+            if (std::isfinite(r[c])) lo = std::min(lo, static_cast<double>(r[c])), hi = std::max(hi, static_cast<double>(r[c]));
+        // The KL accumulator sums up to C terms of size (spread / T).
+        if (hi > lo && !((hi - lo) * k.inv_temperature * static_cast<double>(C) < limit)) return false;
+        if (hi > lo && !((hi - lo) < limit)) return false;
+    }
+    return true;
+}
+
+// 1/T as the kernels use it (T = 1 without a soft term) is a normal number of T, far from its ends.
+template <class T>
+bool temperature_in_range(const input& x) {
+    const effective o = effective_options(x);
+    if (!(o.has_teacher && o.alpha > 0)) return true;
+    const double inv_t = 1 / o.T;
+    return inv_t < static_cast<double>(std::numeric_limits<T>::max()) / 16 &&
+           inv_t > static_cast<double>(std::numeric_limits<T>::min()) * 0x1p24;
+}
+
+template <class T, class Loss>
+void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, const matrix<T>& t) {
+    namespace ref = distill::detail::reference;
+    using bound = distill_test::kernel_bound<T>;
+    const effective o = effective_options(x);
+    const auto N = x.N, C = x.C;
+    matrix<T> g = matrix<T>::Constant(N, C, T(12345));
+    std::vector<double> rows(static_cast<std::size_t>(N), -1.0);
+    distill::per_row pr{.mask = x.use_mask ? std::span<const std::uint8_t>(x.mask) : std::span<const std::uint8_t>(),
+                        .losses = x.per_row_losses ? std::span<double>(rows) : std::span<double>()};
+    distill::loss_value v;
+    check_status(call(loss, x.kind, false, s, t, x.labels, &g, v, pr), {}, loss_name(x.kind));
+
+    // Same call without a gradient, and through another executor: bitwise the same.
+    distill::loss_value v2, v3;
+    std::vector<double> rows2(rows.size()), rows3(rows.size());
+    const auto other_rows = [&](std::vector<double>& r) {
+        return distill::per_row{.mask = pr.mask, .losses = x.per_row_losses ? std::span<double>(r) : std::span<double>()};
+    };
+    check_status(call(loss, x.kind, false, s, t, x.labels, static_cast<matrix<T>*>(nullptr), v2, other_rows(rows2)), {}, "");
+    EXPECT(same_bits(v.total, v2.total) || (std::isnan(v.total) && std::isnan(v2.total)),
+           format("loss() %.17g != loss_and_grad() %.17g", v2.total, v.total));
+    matrix<T> g3(N, C);
+    check_status(call(loss, x.kind, true, s, t, x.labels, &g3, v3, other_rows(rows3)), {}, "");
+    if (x.per_row_losses && N > 0) {
+        EXPECT(std::memcmp(rows.data(), rows2.data(), rows.size() * sizeof(double)) == 0 || std::isnan(v.total),
+               "loss() and loss_and_grad() disagree on the per-row losses");
+        EXPECT(std::memcmp(rows.data(), rows3.data(), rows.size() * sizeof(double)) == 0 || std::isnan(v.total),
+               "the executor changed the per-row losses");
+    }
+    EXPECT(same_bits(v.total, v3.total) || (std::isnan(v.total) && std::isnan(v3.total)),
+           format("executor changed the loss: %.17g vs %.17g", v.total, v3.total));
+    EXPECT(N * C == 0 || std::memcmp(g.data(), g3.data(), sizeof(T) * static_cast<std::size_t>(N * C)) == 0 || g.hasNaN(),
+           "executor changed the gradient");
+
+    // The model's row terms, from DESIGN.md section 2.
+    std::int64_t counted = 0;
+    for (std::ptrdiff_t i = 0; i < N; ++i) counted += row_counted(x, i);
+    EXPECT(v.rows_counted == counted, format("rows_counted %lld, expected %lld", static_cast<long long>(v.rows_counted),
+                                             static_cast<long long>(counted)));
+    double weight = 1;
+    if (x.reduce == distill::reduction::mean) weight = counted ? 1.0 / static_cast<double>(counted) : 0.0;
+    if (x.reduce == distill::reduction::divide_by) weight = 1 / x.normalizer;
+    distill::detail::row_terms k;
+    k.soft = o.has_teacher && o.alpha > 0;
+    k.hard = o.has_labels && o.alpha < 1;
+    k.temperature = k.soft ? o.T : 1.0;
+    k.inv_temperature = 1 / k.temperature;
+    k.integer_temperature = distill::detail::whole_temperature(k.temperature);
+    k.smoothing = k.hard ? o.eps : 0.0;
+    const double soft_weight = k.soft ? o.alpha * (x.t_squared ? o.T * o.T : 1.0) : 0.0, hard_weight = 1 - o.alpha;
+    k.soft_grad = k.soft ? weight * soft_weight / k.temperature : 0.0;  // d(alpha T^2 KL)/ds = alpha T (q - p)
+    k.hard_grad = k.hard ? weight * hard_weight : 0.0;
+
+    std::vector<T> g_ref(static_cast<std::size_t>(C));
+    double row_sum_of_losses = 0, magnitude = 0;
+    for (std::ptrdiff_t i = 0; i < N; ++i) {
+        const T* si = s.data() + i * C;
+        const T* ti = t.data() + i * C;
+        const T* gi = g.data() + i * C;
+        const double api_row = x.per_row_losses ? rows[static_cast<std::size_t>(i)] : 0.0;
+        // Built only when a check fails: the row, and both kernels' unweighted terms.
+        const auto where = [&] {
+            const std::int64_t label = k.hard ? x.labels[static_cast<std::size_t>(i)] : -1;
+            const T* teacher = k.soft ? ti : nullptr;
+            std::vector<T> scratch(static_cast<std::size_t>(C));
+            const auto r = ref::fused_row(si, teacher, label, C, k, scratch.data());
+            const auto v = distill::detail::simd::fused_row<xsimd::default_arch>(si, teacher, label, C, k, scratch.data());
+            return format("row %td, C = %td, T = %g, alpha = %g, eps = %g, label %lld, soft %d hard %d, reduction %d, "
+                          "weight %g; reference KL %.17g CE %.17g, SIMD KL %.17g CE %.17g; s = ",
+                          i, C, o.T, o.alpha, o.eps, static_cast<long long>(label), k.soft, k.hard,
+                          static_cast<int>(x.reduce), weight, r.kl, r.ce, v.kl, v.ce) +
+                   row_text(si, C) + " t = " + row_text(ti, C);
+        };
+        if (!row_counted(x, i)) {
+            for (std::ptrdiff_t c = 0; c < C; ++c) EXPECT(gi[c] == 0, "ignored row with a nonzero gradient, " + where());
+            EXPECT(api_row == 0, "ignored row with a nonzero loss, " + where());
+            continue;
+        }
+        const std::int64_t y = k.hard ? x.labels[static_cast<std::size_t>(i)] : -1;
+        const auto r = ref::fused_row(si, k.soft ? ti : static_cast<const T*>(nullptr), y, C, k, g_ref.data());
+        const double expected = (k.soft ? soft_weight * r.kl : 0.0) + (k.hard ? hard_weight * r.ce : 0.0);
+        const bool poisoned = has_nan_or_plus_inf(si, C) || (k.soft && has_nan_or_plus_inf(ti, C));
+        const bool range = in_range(si, k.soft ? ti : nullptr, C, k, soft_weight);
+        row_sum_of_losses += api_row;
+        magnitude += std::abs(api_row);
+        if (!x.per_row_losses) continue;
+
+        if (poisoned) {  // NaN propagates: a NaN or +inf logit that the loss reads makes the row NaN
+            EXPECT(std::isnan(api_row), format("row loss %.17g, expected NaN, ", api_row) + where());
+            continue;
+        }
+        if (!range) continue;  // docs/reliability.md, "outside the representable range"
+        // +inf exactly where DESIGN.md says: the student masks a class the teacher gives mass
+        // (here: mass at least e^-50 / C, far from underflow), or the label's class.
+        bool must_be_inf = false;
+        if (k.hard && si[y] == -std::numeric_limits<T>::infinity()) must_be_inf = true;
+        if (k.hard && k.smoothing > 0 && !all_minus_inf(si, C))
+            for (std::ptrdiff_t c = 0; c < C; ++c) must_be_inf |= si[c] == -std::numeric_limits<T>::infinity();
+        if (k.soft && soft_weight > 0) {
+            const double mt = ref::row_max(ti, C);
+            for (std::ptrdiff_t c = 0; c < C; ++c)
+                if (si[c] == -std::numeric_limits<T>::infinity() && (ti[c] - mt) * k.inv_temperature > -50) must_be_inf = true;
+        }
+        const bool any_student_mask = !all_minus_inf(si, C) && [&] {
+            for (std::ptrdiff_t c = 0; c < C; ++c)
+                if (si[c] == -std::numeric_limits<T>::infinity()) return true;
+            return false;
+        }();
+        // A student-masked class where the teacher's mass is below the SIMD exponential's range
+        // (float: (t - max t) / T < -87.3, p < 2^-126; double: < -708.4) counts as no mass in the
+        // SIMD kernels and as mass (+inf) in the double reference: either answer is documented.
+        bool either = false;
+        if (k.soft && soft_weight > 0) {
+            const double mt = ref::row_max(ti, C), floor = std::is_same_v<T, float> ? -86.0 : -700.0;
+            for (std::ptrdiff_t c = 0; c < C; ++c)
+                if (si[c] == -std::numeric_limits<T>::infinity() && std::isfinite(ti[c]) && (ti[c] - mt) * k.inv_temperature < floor)
+                    either = true;
+        }
+        if (must_be_inf) EXPECT(api_row == inf, format("row loss %.17g, expected +inf, ", api_row) + where());
+        // Finite without student masks, unless the exact value itself overflows double.
+        if (!any_student_mask && std::abs(expected) < 1e300)
+            EXPECT(std::isfinite(api_row), format("row loss %.17g, expected finite, ", api_row) + where());
+        EXPECT(!std::isnan(api_row), "NaN row loss for NaN-free input, " + where());
+
+        // Against the reference kernel, relative to the size of the terms.
+        const auto sc = distill_test::reference_scales(si, k.soft ? ti : static_cast<const T*>(nullptr), y, C, k);
+        const double loss_scale = (k.soft ? soft_weight * sc.kl : 0.0) + (k.hard ? hard_weight * sc.ce : 0.0);
+        if ((std::isfinite(expected) || std::isfinite(api_row)) && !(either && (api_row == inf || expected == inf))) {
+            const double err = distill_test::scaled_error(api_row, expected, loss_scale);
+            EXPECT(err <= bound::loss(C) * 1.0000001,
+                   format("row loss %.17g vs reference %.17g: %.3g of the scale %.3g (bound %.1e), ", api_row, expected,
+                          err, loss_scale, bound::loss(C)) + where());
+        }
+        double row_sum = 0;
+        for (std::ptrdiff_t c = 0; c < C; ++c) {
+            EXPECT(std::isfinite(gi[c]), format("gradient (%td, %td) = %g for NaN-free input, ", i, c, double(gi[c])) + where());
+            const double err = distill_test::scaled_error(gi[c], g_ref[static_cast<std::size_t>(c)], sc.grad);
+            EXPECT(err <= bound::grad(C) * 1.0000001,
+                   format("gradient (%td, %td) = %.9g vs reference %.9g: %.3g of the scale %.3g, ", i, c, double(gi[c]),
+                          double(g_ref[static_cast<std::size_t>(c)]), err, sc.grad) + where());
+            row_sum += gi[c];
+        }
+        const double coefficient = std::abs(k.soft ? k.soft_grad : 0.0) + std::abs(k.hard ? k.hard_grad : 0.0);
+        EXPECT(std::abs(row_sum) <= (std::is_same_v<T, float> ? 1e-5 : 1e-12) * coefficient,
+               format("gradient row sums to %.3g (coefficients %.3g), ", row_sum, coefficient) + where());
+    }
+    // The reduced total is the weighted sum of the rows' losses.
+    if (x.per_row_losses && std::isfinite(weight) && std::isfinite(magnitude) && std::isfinite(v.total))
+        EXPECT(std::abs(v.total - weight * row_sum_of_losses) <= 1e-12 * weight * magnitude,
+               format("total %.17g vs the weighted rows %.17g", v.total, weight * row_sum_of_losses));
+    if (counted == 0 && x.reduce == distill::reduction::mean) {
+        EXPECT(v.total == 0, "every row ignored under mean must give 0");
+    }
+}
+
+template <class T>
+void check_softmax(const input& x, const matrix<T>& s) {
+    namespace ref = distill::detail::reference;
+    matrix<T> p(x.N, x.C), lp(x.N, x.C);
+    const distill::status a = distill::try_softmax(s, p, x.T), b = distill::try_log_softmax(s, lp, x.T);
+    expected_error e;
+    if (!(x.T > 0) || !std::isfinite(x.T)) e = {distill::errc::invalid_argument, "temperature must be finite and > 0"};
+    else if (x.C == 0) e = {distill::errc::invalid_argument, "logits have 0 classes"};
+    else
+        for (std::ptrdiff_t i = 0; i < x.N && e.code == distill::errc::ok; ++i)
+            if (all_minus_inf(s.data() + i * x.C, x.C)) e = {distill::errc::invalid_argument, format("row %td of the logits is entirely -inf", i)};
+    const double inv_t = 1 / x.T;
+    const bool t_in_range = inv_t < static_cast<double>(std::numeric_limits<T>::max()) / 16 &&
+                            inv_t > static_cast<double>(std::numeric_limits<T>::min()) * 0x1p24;
+    if (!t_in_range && e.text.find("entirely -inf") != std::string::npos) return;  // as in run()
+    check_status(a, e, "softmax");
+    check_status(b, e, "log_softmax");
+    if (e.code != distill::errc::ok || !t_in_range) return;
+    const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-13;
+    for (std::ptrdiff_t i = 0; i < x.N; ++i) {
+        const T* si = s.data() + i * x.C;
+        if (has_nan_or_plus_inf(si, x.C)) continue;
+        distill::detail::row_terms k;
+        k.inv_temperature = 1 / x.T;
+        k.soft_grad = 1;
+        if (!in_range<T>(si, nullptr, x.C, k, 1.0)) continue;
+        double sum = 0;
+        for (std::ptrdiff_t c = 0; c < x.C; ++c) {
+            EXPECT(p(i, c) >= 0 && p(i, c) <= 1, format("softmax (%td, %td) = %g", i, c, double(p(i, c))));
+            EXPECT(lp(i, c) <= T(tol), format("log_softmax (%td, %td) = %g > 0", i, c, double(lp(i, c))));
+            sum += p(i, c);
+        }
+        EXPECT(std::abs(sum - 1) <= tol * 4, format("softmax row %td sums to 1 + %.3g", i, sum - 1));
+    }
+}
+
+template <class T>
+void run(const input& x, reader& in, std::uint8_t generator_byte, std::uint32_t seed) {
+    matrix<T> s(x.N, x.C), t(x.N, x.C);
+    generator gen{0x9E3779B97F4A7C15ull ^ seed};
+    const double scale = scales[generator_byte & 7];
+    const int style = (generator_byte >> 3) & 7;
+    for (std::ptrdiff_t e = 0; e < x.N * x.C; ++e) {
+        const double a = scale * gen.normal();
+        double b = 0;
+        switch (style) {
+            case 0: b = scale * gen.normal(); break;                      // independent
+            case 1: b = a + 1e-3 * scale * gen.normal(); break;          // near-equal: KL near 0
+            case 2: b = a; break;                                        // equal
+            case 3: b = 30 * gen.normal(); break;                        // different spread
+            case 4: b = a + 1e4; break;                                  // offset
+            case 5: b = (gen.uniform() < 0.3 ? -inf : 3 * gen.normal()); break;  // teacher masks
+            case 6: b = 3 * gen.normal(); s.data()[e] = static_cast<T>(gen.uniform() < 0.3 ? -inf : a); continue;
+            default: b = -a; break;                                      // opposite
+        }
+        s.data()[e] = static_cast<T>(a);
+        t.data()[e] = static_cast<T>(b);
+    }
+    const int edits = in.byte() % 33;
+    for (int n = 0; n < edits; ++n) apply_edit(in, x, s, t);
+
+    const char* name = loss_name(x.kind);
+    const expected_error options_wrong = option_error(x);
+    const auto go = [&](const auto& loss) {
+        if (x.run_softmax) check_softmax(x, s);
+        const expected_error e = call_error(x, s, t);
+        if (e.code != distill::errc::ok) {
+            distill::loss_value v;
+            v.total = 42;
+            matrix<T> g(x.N, x.C);
+            std::vector<double> rows(static_cast<std::size_t>(x.N));
+            const distill::per_row pr{.mask = x.use_mask ? std::span<const std::uint8_t>(x.mask) : std::span<const std::uint8_t>(),
+                                      .losses = x.per_row_losses ? std::span<double>(rows) : std::span<double>()};
+            const distill::status st = call(loss, x.kind, false, s, t, x.labels, &g, v, pr);
+            // Outside the representable range of 1/T (docs/reliability.md) an all -inf row meets
+            // 0 * inf = NaN before it is recognised: NaN instead of the error is documented there.
+            const bool row_error = e.text.find("entirely -inf") != std::string::npos;
+            if (row_error && st.ok() && !temperature_in_range<T>(x)) return;
+            check_status(st, e, name);
+            EXPECT(v.total == 0 && v.rows_counted == 0, "a failed call left a result behind");
+            return;
+        }
+        check_valid_call<T>(x, loss, s, t);
+    };
+    // The throwing constructors refuse bad options with the message the try_ calls would give.
+    try {
+        switch (x.kind) {
+            case loss_kind::kl:
+                go(distill::kl_divergence<T>({.temperature = x.T, .scale_by_t_squared = x.t_squared, .reduce = x.reduce,
+                                              .normalizer = x.normalizer, .check_finite = x.check_finite}));
+                break;
+            case loss_kind::ce:
+                go(distill::cross_entropy<T>({.label_smoothing = x.eps, .ignore_index = x.ignore_index, .reduce = x.reduce,
+                                              .normalizer = x.normalizer, .check_finite = x.check_finite}));
+                break;
+            default:
+                go(distill::distillation_loss<T>({.temperature = x.T, .alpha = x.alpha, .scale_by_t_squared = x.t_squared,
+                                                  .label_smoothing = x.eps, .ignore_index = x.ignore_index,
+                                                  .reduce = x.reduce, .normalizer = x.normalizer,
+                                                  .check_finite = x.check_finite}));
+        }
+        EXPECT(options_wrong.code == distill::errc::ok, std::string("constructor accepted bad options; expected: ") + options_wrong.text);
+    } catch (const std::invalid_argument& ex) {
+        const std::string message = ex.what();
+        EXPECT(options_wrong.code == distill::errc::invalid_argument, "constructor threw for good options: " + message);
+        EXPECT(message.rfind(std::string(name) + ": ", 0) == 0 && message.find(options_wrong.text) != std::string::npos,
+               "constructor message '" + message + "' lacks '" + options_wrong.text + "'");
+    }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    reader in{data, size};
+    input x;
+    const std::uint8_t flags = in.byte();
+    x.is_double = flags & 1;
+    x.kind = static_cast<loss_kind>((flags >> 1) & 3);
+    x.reduce = static_cast<distill::reduction>((flags >> 3) & 3);
+    x.check_finite = flags & 0x20;
+    x.use_mask = flags & 0x40;
+    x.t_squared = !(flags & 0x80);
+    x.N = in.byte() % 17;
+    x.C = in.u16() % 2600;
+    x.T = option_value(in, temperatures);
+    x.alpha = option_value(in, alphas);
+    x.eps = option_value(in, smoothings);
+    const std::uint8_t pick = in.byte();
+    x.ignore_index = ignore_indices[pick & 3];
+    x.normalizer = normalizers[(pick >> 4) & 7];
+    const std::uint8_t generator_byte = in.byte();
+    x.run_softmax = generator_byte & 0x40;
+    x.per_row_losses = !(generator_byte & 0x80);
+    const std::uint32_t seed = in.u32();
+    if (effective_options(x).has_labels) {
+        for (std::ptrdiff_t i = 0; i < x.N; ++i) {
+            const std::uint8_t code = in.byte();
+            std::int64_t y;
+            if (code < 224) y = x.C > 0 ? code % x.C : 0;
+            else if (code < 240) y = x.ignore_index;
+            else if (code == 240) y = x.C;
+            else if (code == 241) y = -1;
+            else if (code == 242) y = std::numeric_limits<std::int64_t>::max();
+            else if (code == 243) y = std::numeric_limits<std::int64_t>::min();
+            else if (code == 244) y = x.C - 1;
+            else y = static_cast<std::int64_t>(in.u64());
+            x.labels.push_back(y);
+        }
+    }
+    if (x.use_mask)
+        for (std::ptrdiff_t i = 0; i < x.N; ++i) x.mask.push_back(in.byte() % 4 == 0 ? 0 : 1);
+    if (x.is_double)
+        run<double>(x, in, generator_byte, seed);
+    else
+        run<float>(x, in, generator_byte, seed);
+    return 0;
+}
