@@ -22,6 +22,9 @@
 #include <utility>
 
 #include <distill/distill.hpp>
+// Named explicitly: under DISTILL_NO_SIMD the API does not include the SIMD kernels, but they are
+// compared with the reference in every build.
+#include <distill/detail/simd/fused_row.hpp>
 
 namespace distill_test {
 

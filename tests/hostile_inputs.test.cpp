@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <distill/distill.hpp>
+#include <distill/detail/simd/exp.hpp>  // tested directly, also where DISTILL_NO_SIMD routes the API elsewhere
 
 #include "test_support.hpp"
 
