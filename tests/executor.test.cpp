@@ -14,23 +14,8 @@
 
 using distill_test::matrix;
 
-namespace {
-// A parallel_for(begin, end, fn) that splits [begin, end) over `threads` std::threads.
-struct thread_executor {
-    int threads;
-    template <class Fn>
-    void operator()(std::ptrdiff_t begin, std::ptrdiff_t end, Fn&& fn) const {
-        std::vector<std::thread> pool;
-        const std::ptrdiff_t n = end - begin;
-        for (int k = 0; k < threads; ++k) {
-            const std::ptrdiff_t b = begin + n * k / threads, e = begin + n * (k + 1) / threads;
-            if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
-        }
-        for (auto& th : pool) th.join();
-    }
-};
+using distill_test::thread_executor;
 static_assert(distill::executor<thread_executor>);
-}  // namespace
 
 TEMPLATE_TEST_CASE("1, 2 and 7 threads give bitwise identical results", "[executor]", float, double) {
     for (auto [N, C] : {std::pair<Eigen::Index, Eigen::Index>{200, 1000}, {3, 40000}, {130, 17}}) {

@@ -15,19 +15,9 @@
 
 #include "test_support.hpp"
 
-namespace {
-template <class T>
-using matrix = distill_test::matrix<T>;
-constexpr double inf = std::numeric_limits<double>::infinity();
-
-template <class T>
-matrix<T> row(std::initializer_list<double> values) {
-    matrix<T> m(1, static_cast<Eigen::Index>(values.size()));
-    Eigen::Index j = 0;
-    for (double v : values) m(0, j++) = static_cast<T>(v);
-    return m;
-}
-}  // namespace
+using distill_test::matrix;
+using distill_test::row;
+static constexpr double inf = std::numeric_limits<double>::infinity();
 
 // Found by the sanitize preset: xsimd 8.1's double exp converts round(x / ln2) to int64 one lane at
 // a time on AVX2, and the SIMD kernels fed it -inf (masked classes, the fill of a row's tail), NaN

@@ -14,14 +14,7 @@ namespace {
 template <class T>
 using matrix = distill_test::matrix<T>;
 constexpr double inf = std::numeric_limits<double>::infinity();
-
-template <class T>
-matrix<T> row(std::initializer_list<double> values) {
-    matrix<T> m(1, static_cast<Eigen::Index>(values.size()));
-    Eigen::Index j = 0;
-    for (double v : values) m(0, j++) = static_cast<T>(v);
-    return m;
-}
+using distill_test::row;
 }  // namespace
 
 TEMPLATE_TEST_CASE("minus-infinity logits are masked classes", "[special]", float, double) {

@@ -1,8 +1,12 @@
-// Shared test helpers: row-major matrix types and seeded random logits.
+// Shared test helpers: row-major matrix types, seeded random logits, one-row literals and a
+// std::thread executor.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include <Eigen/Core>
@@ -30,5 +34,29 @@ inline std::vector<std::int64_t> random_labels(std::ptrdiff_t rows, std::ptrdiff
     for (auto& v : y) v = dist(gen);
     return y;
 }
+
+// A 1 x C matrix from literal values (closed-form checks), e.g. row<float>({0, -inf, 1}).
+template <class T>
+matrix<T> row(std::initializer_list<double> values) {
+    matrix<T> m(1, static_cast<Eigen::Index>(values.size()));
+    Eigen::Index j = 0;
+    for (double v : values) m(0, j++) = static_cast<T>(v);
+    return m;
+}
+
+// A parallel_for(begin, end, fn) that splits [begin, end) over `threads` std::threads.
+struct thread_executor {
+    int threads;
+    template <class Fn>
+    void operator()(std::ptrdiff_t begin, std::ptrdiff_t end, Fn&& fn) const {
+        std::vector<std::thread> pool;
+        const std::ptrdiff_t n = end - begin;
+        for (int k = 0; k < threads; ++k) {
+            const std::ptrdiff_t b = begin + n * k / threads, e = begin + n * (k + 1) / threads;
+            if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
+        }
+        for (auto& th : pool) th.join();
+    }
+};
 
 }  // namespace distill_test

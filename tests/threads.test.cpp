@@ -78,21 +78,9 @@ int hammer(std::size_t job_count, Work work) {
     return mismatches.load();
 }
 
-// A parallel_for over std::threads, used from inside the hammering threads (nested parallelism, as
-// when several trainer threads each hand rows to their own pool).
-struct thread_executor {
-    int threads;
-    template <class Fn>
-    void operator()(std::ptrdiff_t begin, std::ptrdiff_t end, Fn&& fn) const {
-        std::vector<std::thread> pool;
-        const std::ptrdiff_t n = end - begin;
-        for (int k = 0; k < threads; ++k) {
-            const std::ptrdiff_t b = begin + n * k / threads, e = begin + n * (k + 1) / threads;
-            if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
-        }
-        for (auto& th : pool) th.join();
-    }
-};
+// The callers' own pools (nested parallelism, as when several trainer threads each hand rows to
+// their own pool).
+using distill_test::thread_executor;
 
 }  // namespace
 
