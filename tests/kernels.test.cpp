@@ -7,6 +7,9 @@
 #include <vector>
 
 #include <distill/distill.hpp>
+// Named explicitly: DISTILL_NO_SIMD leaves them out of distill.hpp, and they are tested in every build.
+#include <distill/detail/simd/fused_row.hpp>
+#include <distill/detail/simd/softmax_row.hpp>
 
 #include "test_support.hpp"
 
