@@ -24,7 +24,7 @@ struct forward_kl {
     // is 0 even when x = -inf, which is the 0 log 0 = 0 convention.
     template <class V, class Select>
     static V term(V x, V y, V e_p, V zero, Select select) noexcept {
-        return select(e_p != zero, e_p * (y - x), zero);  // != keeps NaN
+        return select(e_p != zero, e_p * (y - x), zero);  // a NaN e_p reaches the loss through Z_p anyway
     }
 
     // The running student max rose by ds and the teacher max by dt (both >= 0, raw logit units):
