@@ -159,6 +159,21 @@ inline benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark*
     return b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// Registers one benchmark for the case's scalar type: `body(state, tag)` is a generic lambda that
+// runs the implementation for `typename decltype(tag)::type` (float or double).
+template <class Scalar>
+struct scalar_tag {
+    using type = Scalar;
+};
+
+template <class Body>
+void register_for_type(const std::string& name, const case_spec& c, Body body) {
+    if (c.is_double)
+        configure(benchmark::RegisterBenchmark(name.c_str(), [body](benchmark::State& s) { body(s, scalar_tag<double>{}); }));
+    else
+        configure(benchmark::RegisterBenchmark(name.c_str(), [body](benchmark::State& s) { body(s, scalar_tag<float>{}); }));
+}
+
 // Registration hooks, one per translation unit; main registers case by case so that every
 // implementation of a case runs next to the others, under the same machine conditions.
 bool ours_runs(const case_spec& c, int threads); // false: our API has no such call (yet)

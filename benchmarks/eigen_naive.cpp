@@ -4,6 +4,8 @@
 // -march flags as our kernels, so this is what plain Eigen reaches, not a strawman.
 #include "bench_common.hpp"
 
+#include <utility>
+
 namespace distill_bench {
 namespace {
 
@@ -21,17 +23,30 @@ array<Scalar> log_softmax(array<Scalar>& z) {
     return z.colwise() - log_sum;
 }
 
+// log q = log_softmax(s / T), p = softmax(t / T) and KL(p || q) averaged over the rows.
+template <class Scalar>
+struct soft_targets {
+    array<Scalar> log_q, p;
+    Scalar kl;
+};
+
+template <class Scalar>
+soft_targets<Scalar> soft_part(const matrix<Scalar>& s, const matrix<Scalar>& t, Scalar temperature) {
+    array<Scalar> zs = s.array() / temperature;
+    array<Scalar> log_q = log_softmax(zs);
+    array<Scalar> zt = t.array() / temperature;
+    const array<Scalar> log_p = log_softmax(zt);
+    array<Scalar> p = log_p.exp();
+    const Scalar kl = (p * (log_p - log_q)).sum() / static_cast<Scalar>(s.rows());
+    return {std::move(log_q), std::move(p), kl};
+}
+
 // alpha * T^2 * KL(p || q) + (1 - alpha) * CE(s, y), batchmean; gradient into g.
 template <class Scalar>
 double distillation(const matrix<Scalar>& s, const matrix<Scalar>& t, const std::vector<std::int64_t>& y,
                     matrix<Scalar>& g, Scalar temperature, Scalar alpha) {
     const auto n = static_cast<Scalar>(s.rows());
-    array<Scalar> zs = s.array() / temperature;
-    const array<Scalar> log_q = log_softmax(zs);
-    array<Scalar> zt = t.array() / temperature;
-    const array<Scalar> log_p = log_softmax(zt);
-    const array<Scalar> p = log_p.exp();
-    const Scalar kl = (p * (log_p - log_q)).sum() / n;
+    const auto [log_q, p, kl] = soft_part(s, t, temperature);
 
     array<Scalar> zr = s.array();
     const array<Scalar> log_r = log_softmax(zr);
@@ -51,12 +66,7 @@ double distillation(const matrix<Scalar>& s, const matrix<Scalar>& t, const std:
 template <class Scalar>
 double kl(const matrix<Scalar>& s, const matrix<Scalar>& t, matrix<Scalar>& g, Scalar temperature) {
     const auto n = static_cast<Scalar>(s.rows());
-    array<Scalar> zs = s.array() / temperature;
-    const array<Scalar> log_q = log_softmax(zs);
-    array<Scalar> zt = t.array() / temperature;
-    const array<Scalar> log_p = log_softmax(zt);
-    const array<Scalar> p = log_p.exp();
-    const Scalar kl = (p * (log_p - log_q)).sum() / n;
+    const auto [log_q, p, kl] = soft_part(s, t, temperature);
     g.array() = (temperature / n) * (log_q.exp() - p);
     return static_cast<double>(temperature * temperature * kl);
 }
@@ -92,11 +102,9 @@ void eigen_naive(benchmark::State& state, case_spec c) {
 } // namespace
 
 void register_eigen_naive(const case_spec& c) {
-    const std::string name = benchmark_name(c, "eigen_naive", 1);
-    if (c.is_double)
-        configure(benchmark::RegisterBenchmark(name.c_str(), eigen_naive<double>, c));
-    else
-        configure(benchmark::RegisterBenchmark(name.c_str(), eigen_naive<float>, c));
+    register_for_type(benchmark_name(c, "eigen_naive", 1), c, [c](benchmark::State& s, auto tag) {
+        eigen_naive<typename decltype(tag)::type>(s, c);
+    });
 }
 
 } // namespace distill_bench

@@ -130,15 +130,14 @@ const char* exp_floor_function() {
 }
 
 void register_floors(const case_spec& c, int threads, bool memory, bool exp) {
-    const std::string mem_name = benchmark_name(c, "mem_floor", threads);
-    const std::string exp_name = benchmark_name(c, "exp_floor", threads);
-    if (c.is_double) {
-        if (memory) configure(benchmark::RegisterBenchmark(mem_name.c_str(), memory_floor<double>, c, threads));
-        if (exp) configure(benchmark::RegisterBenchmark(exp_name.c_str(), exp_floor<double>, c, threads));
-    } else {
-        if (memory) configure(benchmark::RegisterBenchmark(mem_name.c_str(), memory_floor<float>, c, threads));
-        if (exp) configure(benchmark::RegisterBenchmark(exp_name.c_str(), exp_floor<float>, c, threads));
-    }
+    if (memory)
+        register_for_type(benchmark_name(c, "mem_floor", threads), c, [c, threads](benchmark::State& s, auto tag) {
+            memory_floor<typename decltype(tag)::type>(s, c, threads);
+        });
+    if (exp)
+        register_for_type(benchmark_name(c, "exp_floor", threads), c, [c, threads](benchmark::State& s, auto tag) {
+            exp_floor<typename decltype(tag)::type>(s, c, threads);
+        });
 }
 
 } // namespace distill_bench

@@ -89,19 +89,15 @@ bool ours_runs(const case_spec& c, int threads) {
 
 void register_ours(const case_spec& c, int threads) {
     if (!ours_runs(c, threads)) return;
-    const std::string name = benchmark_name(c, "ours", threads);
-    if (c.is_double)
-        configure(benchmark::RegisterBenchmark(name.c_str(), ours<double>, c, threads));
-    else
-        configure(benchmark::RegisterBenchmark(name.c_str(), ours<float>, c, threads));
+    register_for_type(benchmark_name(c, "ours", threads), c, [c, threads](benchmark::State& s, auto tag) {
+        ours<typename decltype(tag)::type>(s, c, threads);
+    });
 }
 
 void register_reference(const case_spec& c) {
-    const std::string name = benchmark_name(c, "reference", 1);
-    if (c.is_double)
-        configure(benchmark::RegisterBenchmark(name.c_str(), reference<double>, c));
-    else
-        configure(benchmark::RegisterBenchmark(name.c_str(), reference<float>, c));
+    register_for_type(benchmark_name(c, "reference", 1), c, [c](benchmark::State& s, auto tag) {
+        reference<typename decltype(tag)::type>(s, c);
+    });
 }
 
 } // namespace distill_bench

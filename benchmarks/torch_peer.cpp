@@ -175,15 +175,12 @@ void register_torch(const case_spec& c) {
         return true;
     }();
     (void)single_thread;
-    const std::string autograd = benchmark_name(c, "torch_autograd", 1);
-    const std::string fused = benchmark_name(c, "torch_fused", 1);
-    if (c.is_double) {
-        configure(benchmark::RegisterBenchmark(autograd.c_str(), torch_autograd<double>, c));
-        configure(benchmark::RegisterBenchmark(fused.c_str(), torch_fused<double>, c));
-    } else {
-        configure(benchmark::RegisterBenchmark(autograd.c_str(), torch_autograd<float>, c));
-        configure(benchmark::RegisterBenchmark(fused.c_str(), torch_fused<float>, c));
-    }
+    register_for_type(benchmark_name(c, "torch_autograd", 1), c, [c](benchmark::State& s, auto tag) {
+        torch_autograd<typename decltype(tag)::type>(s, c);
+    });
+    register_for_type(benchmark_name(c, "torch_fused", 1), c, [c](benchmark::State& s, auto tag) {
+        torch_fused<typename decltype(tag)::type>(s, c);
+    });
 }
 
 } // namespace distill_bench
