@@ -124,6 +124,14 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
     return {};
 }
 
+// Whether row i takes part: its label is not ignore_index and the row mask keeps it.
+template <class T, class Label>
+bool row_counts(const loss_call<T, Label>& c, std::int64_t ignore_index, std::ptrdiff_t i) noexcept {
+    const auto at = static_cast<std::size_t>(i);
+    return !(!c.labels.empty() && static_cast<std::int64_t>(c.labels[at]) == ignore_index) &&
+           !(!c.rows.mask.empty() && c.rows.mask[at] == 0);
+}
+
 // Validates the labels and counts the rows that take part (not ignore_index, not masked out).
 template <class T, class Label>
 status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted) noexcept {
@@ -140,8 +148,7 @@ status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64
                                      o.loss_name, static_cast<long long>(y), i, C,
                                      static_cast<long long>(o.ignore_index));
         }
-        if (!c.rows.mask.empty() && c.rows.mask[static_cast<std::size_t>(i)] == 0) continue;
-        ++counted;
+        if (row_counts(c, o.ignore_index, i)) ++counted;
     }
     return {};
 }
@@ -193,6 +200,21 @@ struct loss_plan {
 #endif
 };
 
+// Adds row i's result to its piece and returns the row's (weighted-by-alpha) loss; an undefined
+// row is recorded for the error instead.
+template <class T, class Label>
+double record_row(const loss_plan<T, Label>& plan, piece_result& r, std::ptrdiff_t i, const row_result& rr) noexcept {
+    if (!rr.student_defined || !rr.teacher_defined) {
+        if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
+        return 0;
+    }
+    const double soft = plan.terms.soft ? plan.soft_loss_weight * rr.kl : 0.0;
+    const double hard = plan.terms.hard ? plan.hard_loss_weight * rr.ce : 0.0;
+    r.soft += soft;
+    r.hard += hard;
+    return soft + hard;
+}
+
 // Runs pieces [first, last) of the plan. Not inlined into the executor's code on purpose: compiled
 // once, its floating-point operations (and the compiler's choices to fuse them into FMAs) are the
 // same whichever executor calls it, which is what makes results bitwise independent of it.
@@ -207,24 +229,13 @@ template <class T, class Label>
         for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
             T* g = c.grad.data ? c.grad.row(i) : nullptr;
             const auto at = static_cast<std::size_t>(i);
-            const bool ignored = (!c.labels.empty() && c.labels[at] == o.ignore_index) ||
-                                 (!c.rows.mask.empty() && c.rows.mask[at] == 0);
             double row_loss = 0;
-            if (ignored) {
+            if (!row_counts(c, o.ignore_index, i)) {
                 if (g) std::fill(g, g + C, T(0));
             } else {
                 const std::int64_t y = k.hard ? static_cast<std::int64_t>(c.labels[at]) : -1;
-                const row_result rr =
-                    run_row(c.student.row(i), c.teacher.data ? c.teacher.row(i) : nullptr, y, C, k, g);
-                if (!rr.student_defined || !rr.teacher_defined) {
-                    if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
-                } else {
-                    const double soft = k.soft ? plan.soft_loss_weight * rr.kl : 0.0;
-                    const double hard = k.hard ? plan.hard_loss_weight * rr.ce : 0.0;
-                    r.soft += soft;
-                    r.hard += hard;
-                    row_loss = soft + hard;
-                }
+                row_loss = record_row(
+                    plan, r, i, run_row(c.student.row(i), c.teacher.data ? c.teacher.row(i) : nullptr, y, C, k, g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
         }
@@ -232,14 +243,6 @@ template <class T, class Label>
 }
 
 #if !defined(DISTILL_NO_SIMD)
-template <class T, class Label>
-bool row_ignored(const loss_plan<T, Label>& plan, std::ptrdiff_t i) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
-    const auto at = static_cast<std::size_t>(i);
-    return (!c.labels.empty() && c.labels[at] == plan.options->ignore_index) ||
-           (!c.rows.mask.empty() && c.rows.mask[at] == 0);
-}
-
 // Segment work item w = row * segments + segment: its first and last block.
 template <class T, class Label>
 std::pair<std::ptrdiff_t, std::ptrdiff_t> segment_blocks(const loss_plan<T, Label>& plan, std::ptrdiff_t w) noexcept {
@@ -254,7 +257,7 @@ template <class T, class Label>
     const loss_call<T, Label>& c = *plan.call;
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const std::ptrdiff_t i = w / plan.segments;
-        if (row_ignored(plan, i)) continue;
+        if (!row_counts(c, plan.options->ignore_index, i)) continue;
         const auto [b0, b1] = segment_blocks(plan, w);
         plan.segment_stats[static_cast<std::size_t>(w)] = simd::row_statistics<xsimd::default_arch>(
             c.student.row(i), c.teacher.data ? c.teacher.row(i) : nullptr, c.student.cols, plan.terms,
@@ -274,7 +277,7 @@ template <class T, class Label>
         const auto [b0, b1] = segment_blocks(plan, w);
         T* g = c.grad.row(i);
         const piece_result& r = plan.pieces[static_cast<std::size_t>(i)];
-        if (row_ignored(plan, i) || r.bad_row >= 0) {  // ignored rows get zeros; refused rows are left
+        if (!row_counts(c, plan.options->ignore_index, i) || r.bad_row >= 0) {  // ignored rows get zeros; refused rows are left
             if (r.bad_row < 0) std::fill(g + std::min(C, b0 * block), g + std::min(C, b1 * block), T(0));
             continue;
         }
@@ -293,20 +296,13 @@ void merge_segments(loss_plan<T, Label>& plan) noexcept {
         piece_result& r = plan.pieces[static_cast<std::size_t>(i)];
         const auto at = static_cast<std::size_t>(i);
         double row_loss = 0;
-        if (!row_ignored(plan, i)) {
+        if (row_counts(c, plan.options->ignore_index, i)) {
             simd::row_stats st = plan.segment_stats[static_cast<std::size_t>(i * plan.segments)];
             for (std::ptrdiff_t j = 1; j < plan.segments; ++j)
                 st = simd::merge(st, plan.segment_stats[static_cast<std::size_t>(i * plan.segments + j)], plan.terms);
             plan.merged[at] = st;
             const std::int64_t y = plan.terms.hard ? static_cast<std::int64_t>(c.labels[at]) : -1;
-            const row_result rr = simd::row_loss(st, c.student.row(i), y, c.student.cols, plan.terms);
-            if (!rr.student_defined || !rr.teacher_defined) {
-                r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
-            } else {
-                r.soft = plan.terms.soft ? plan.soft_loss_weight * rr.kl : 0.0;
-                r.hard = plan.terms.hard ? plan.hard_loss_weight * rr.ce : 0.0;
-                row_loss = r.soft + r.hard;
-            }
+            row_loss = record_row(plan, r, i, simd::row_loss(st, c.student.row(i), y, c.student.cols, plan.terms));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
     }
