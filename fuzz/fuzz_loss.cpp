@@ -186,7 +186,7 @@ std::string format(const char* f, A... a) {
 
 expected_error option_error(const input& x) {
     const effective o = effective_options(x);
-    if (!(o.T > 0) || !std::isfinite(o.T)) return {distill::errc::invalid_argument, "temperature must be finite and > 0"};
+    if (!(o.T >= 1e-3 && o.T <= 1e3)) return {distill::errc::invalid_argument, "temperature must be in [0.001, 1000]"};
     if (!(o.alpha >= 0 && o.alpha <= 1)) return {distill::errc::invalid_argument, "alpha must be in [0, 1]"};
     if (!(o.eps >= 0 && o.eps < 1)) return {distill::errc::invalid_argument, "label_smoothing must be in [0, 1)"};
     if (x.reduce == distill::reduction::divide_by && (!(x.normalizer > 0) || !std::isfinite(x.normalizer)))
@@ -380,6 +380,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
     k.hard = o.has_labels && o.alpha < 1;
     k.temperature = k.soft ? o.T : 1.0;
     k.inv_temperature = 1 / k.temperature;
+    k.teacher_inv_temperature = k.inv_temperature;
     k.integer_temperature = distill::detail::whole_temperature(k.temperature);
     k.smoothing = k.hard ? o.eps : 0.0;
     const double soft_weight = k.soft ? o.alpha * (x.t_squared ? o.T * o.T : 1.0) : 0.0, hard_weight = 1 - o.alpha;
@@ -403,7 +404,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
             return format("row %td, C = %td, T = %g, alpha = %g, eps = %g, label %lld, soft %d hard %d, reduction %d, "
                           "weight %g; reference KL %.17g CE %.17g, SIMD KL %.17g CE %.17g; s = ",
                           i, C, o.T, o.alpha, o.eps, static_cast<long long>(label), k.soft, k.hard,
-                          static_cast<int>(x.reduce), weight, r.kl, r.ce, v.kl, v.ce) +
+                          static_cast<int>(x.reduce), weight, r.divergence, r.ce, v.divergence, v.ce) +
                    row_text(si, C) + " t = " + row_text(ti, C);
         };
         if (!row_counted(x, i)) {
@@ -413,7 +414,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
         }
         const std::int64_t y = k.hard ? x.labels[static_cast<std::size_t>(i)] : -1;
         const auto r = ref::fused_row(si, k.soft ? ti : static_cast<const T*>(nullptr), y, C, k, g_ref.data());
-        const double expected = (k.soft ? soft_weight * r.kl : 0.0) + (k.hard ? hard_weight * r.ce : 0.0);
+        const double expected = (k.soft ? soft_weight * r.divergence : 0.0) + (k.hard ? hard_weight * r.ce : 0.0);
         const bool poisoned = has_nan_or_plus_inf(si, C) || (k.soft && has_nan_or_plus_inf(ti, C));
         const bool range = in_range(si, k.soft ? ti : nullptr, C, k, soft_weight);
         row_sum_of_losses += api_row;
@@ -494,7 +495,7 @@ void check_softmax(const input& x, const matrix<T>& s) {
     matrix<T> p(x.N, x.C), lp(x.N, x.C);
     const distill::status a = distill::try_softmax(s, p, x.T), b = distill::try_log_softmax(s, lp, x.T);
     expected_error e;
-    if (!(x.T > 0) || !std::isfinite(x.T)) e = {distill::errc::invalid_argument, "temperature must be finite and > 0"};
+    if (!(x.T >= 1e-3 && x.T <= 1e3)) e = {distill::errc::invalid_argument, "temperature must be in [0.001, 1000]"};
     else if (x.C == 0) e = {distill::errc::invalid_argument, "logits have 0 classes"};
     else
         for (std::ptrdiff_t i = 0; i < x.N && e.code == distill::errc::ok; ++i)
@@ -512,6 +513,7 @@ void check_softmax(const input& x, const matrix<T>& s) {
         if (has_nan_or_plus_inf(si, x.C)) continue;
         distill::detail::row_terms k;
         k.inv_temperature = 1 / x.T;
+        k.teacher_inv_temperature = k.inv_temperature;
         k.soft_grad = 1;
         if (!in_range<T>(si, nullptr, x.C, k, 1.0)) continue;
         double sum = 0;

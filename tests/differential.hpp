@@ -119,9 +119,9 @@ row_errors compare_kernels(const T* s, const T* t, std::int64_t label, std::ptrd
     }
     if (!r.student_defined || !r.teacher_defined) return e;  // no loss, no gradient: nothing to compare
     const row_scales sc = reference_scales(s, t, label, C, k);
-    if (k.soft) e.kl = scaled_error(v.kl, r.kl, sc.kl);
+    if (k.soft) e.kl = scaled_error(v.divergence, r.divergence, sc.kl);
     if (k.hard) e.ce = scaled_error(v.ce, r.ce, sc.ce);
-    for (auto [a, b] : {std::pair{v.kl, r.kl}, std::pair{v.ce, r.ce}})
+    for (auto [a, b] : {std::pair{v.divergence, r.divergence}, std::pair{v.ce, r.ce}})
         if (std::isfinite(b) && std::abs(b) >= 0.01) e.loss_relative = std::max(e.loss_relative, std::abs(a - b) / std::abs(b));
     for (std::ptrdiff_t c = 0; c < C; ++c) {
         const double a = static_cast<double>(g_simd[c]), b = static_cast<double>(g_ref[c]);

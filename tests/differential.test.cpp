@@ -59,6 +59,7 @@ row_terms random_terms(std::mt19937& gen) {
     const double alpha = k.soft && k.hard ? u(gen) : (k.soft ? 1.0 : 0.0);
     k.temperature = k.soft ? T : 1.0;
     k.inv_temperature = 1 / k.temperature;
+    k.teacher_inv_temperature = k.inv_temperature;
     k.integer_temperature = distill::detail::whole_temperature(k.temperature);
     k.smoothing = k.hard && gen() % 2 ? 0.5 * u(gen) : 0.0;
     k.soft_grad = alpha * T;  // d(alpha T^2 KL)/ds = alpha T (q - p)

@@ -264,16 +264,30 @@ TEMPLATE_TEST_CASE("logit spreads beyond the float range: +inf or the exact valu
     CHECK(g(0, 1) == Approx(-1 / 3.0).epsilon(1e-6));
 }
 
-TEMPLATE_TEST_CASE("tiny temperatures inside the range: T^2 KL tends to T times the logit gap", "[hostile][special]", float,
+TEMPLATE_TEST_CASE("temperatures at the ends of the valid range, and just outside it", "[hostile][special]", float,
                    double) {
     // s = [0, 1, 2], t = [2, 1, 0]: as T -> 0, p -> [1, 0, 0], q -> [0, 0, 1] and log q_0 = -2 / T,
-    // so T^2 KL -> 2 T, and d(T^2 KL)/ds = T (q - p) -> T [-1, 0, 1]. Exact to rounding at these T.
-    for (double T : {1e-6, 1e-20, 1e-30, 1e-37}) {
-        INFO("T = " << T);
+    // so T^2 KL -> 2 T, and d(T^2 KL)/ds = T (q - p) -> T [-1, 0, 1]. Exact to rounding at T = 1e-3
+    // (the neglected terms are exp(-1000)).
+    {
+        const double T = 1e-3;
         distill::kl_divergence<TestType> kl({.temperature = T});
         matrix<TestType> g(1, 3);
         CHECK(kl.loss_and_grad(row<TestType>({0, 1, 2}), row<TestType>({2, 1, 0}), g).total == Approx(2 * T).epsilon(1e-5));
         CHECK(g(0, 0) == Approx(-T).epsilon(1e-5));
         CHECK(g(0, 2) == Approx(T).epsilon(1e-5));
+    }
+    // At T = 1e3 both distributions are nearly uniform: KL ~ (1/2) Var_p(t/T - s/T) = (1/2)(8/3)/T^2,
+    // so T^2 KL -> 4/3 (second-order expansion of KL around the uniform distribution; Var over
+    // three equally likely values of (t - s) = [2, 0, -2]).
+    {
+        distill::kl_divergence<TestType> kl({.temperature = 1e3});
+        CHECK(kl.loss(row<TestType>({0, 1, 2}), row<TestType>({2, 1, 0})).total == Approx(4.0 / 3).epsilon(1e-2));
+    }
+    // Outside [1e-3, 1e3] the call is refused, naming the range and the value.
+    for (double T : {1e-4, 2e3, 0.0, -1.0}) {
+        INFO("T = " << T);
+        CHECK_THROWS_WITH(distill::kl_divergence<TestType>({.temperature = T}),
+                          Catch::Matchers::Contains("temperature must be in [0.001, 1000]"));
     }
 }

@@ -7,10 +7,8 @@
 
 #include <cstdint>
 
-#include "detail/evaluate.hpp"
-#include "executor.hpp"
+#include "detail/loss_functor.hpp"
 #include "reduction.hpp"
-#include "status.hpp"
 
 namespace distill {
 
@@ -22,76 +20,29 @@ struct cross_entropy_options {
     bool check_finite = false;           // opt-in scan: NaN or +inf -> error naming (row, column)
 };
 
+// Calls: loss(student, labels[, rows]) and loss_and_grad(student, labels, grad[, rows]), each
+// optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
 template <class Scalar>
-class cross_entropy {
-    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                  "distill::cross_entropy is defined for float and double");
-
+class cross_entropy : public detail::loss_functor<cross_entropy<Scalar>, Scalar> {
 public:
-    using scalar_type = Scalar;
+    static constexpr int input_count = 2;  // student, labels
 
     cross_entropy() = default;
-    explicit cross_entropy(const cross_entropy_options& options) : options_(options) {
-#if defined(__cpp_exceptions)
-        detail::throw_if_error(detail::check_options(config()));
-#endif
-    }
+    explicit cross_entropy(const cross_entropy_options& options) : options_(options) { this->check_options_or_throw(); }
     const cross_entropy_options& options() const noexcept { return options_; }
 
-    template <executor Exec, class Student, class Labels>
-    status try_loss(Exec&& exec, const Student& student, const Labels& labels, loss_value& out,
-                    per_row rows = {}) const noexcept {
-        return detail::evaluate<Scalar>(exec, config(), student, detail::absent{}, labels, detail::absent{}, rows,
-                                        out);
-    }
-    template <executor Exec, class Student, class Labels, class Grad>
-    status try_loss_and_grad(Exec&& exec, const Student& student, const Labels& labels, Grad&& grad,
-                             loss_value& out, per_row rows = {}) const noexcept {
-        return detail::evaluate<Scalar>(exec, config(), student, detail::absent{}, labels, grad, rows, out);
-    }
-    template <class Student, class Labels>
-        requires(!executor<Student>)
-    status try_loss(const Student& student, const Labels& labels, loss_value& out, per_row rows = {}) const noexcept {
-        return try_loss(sequential, student, labels, out, rows);
-    }
-    template <class Student, class Labels, class Grad>
-        requires(!executor<Student>)
-    status try_loss_and_grad(const Student& student, const Labels& labels, Grad&& grad, loss_value& out,
-                             per_row rows = {}) const noexcept {
-        return try_loss_and_grad(sequential, student, labels, grad, out, rows);
-    }
-
-#if defined(__cpp_exceptions)
-    template <executor Exec, class Student, class Labels>
-    loss_value loss(Exec&& exec, const Student& student, const Labels& labels, per_row rows = {}) const {
-        loss_value v;
-        detail::throw_if_error(try_loss(exec, student, labels, v, rows));
-        return v;
-    }
-    template <executor Exec, class Student, class Labels, class Grad>
-    loss_value loss_and_grad(Exec&& exec, const Student& student, const Labels& labels, Grad&& grad,
-                             per_row rows = {}) const {
-        loss_value v;
-        detail::throw_if_error(try_loss_and_grad(exec, student, labels, grad, v, rows));
-        return v;
-    }
-    template <class Student, class Labels>
-        requires(!executor<Student>)
-    loss_value loss(const Student& student, const Labels& labels, per_row rows = {}) const {
-        return loss(sequential, student, labels, rows);
-    }
-    template <class Student, class Labels, class Grad>
-        requires(!executor<Student>)
-    loss_value loss_and_grad(const Student& student, const Labels& labels, Grad&& grad, per_row rows = {}) const {
-        return loss_and_grad(sequential, student, labels, grad, rows);
-    }
-#endif
-
 private:
+    friend class detail::loss_functor<cross_entropy, Scalar>;
+
+    template <class Isa, class Exec, class Student, class Labels, class Grad>
+    status run(Exec& exec, const Student& student, const Labels& labels, Grad&& grad, loss_value& out,
+               per_row rows) const noexcept {
+        return detail::evaluate<Scalar, Isa>(exec, config(), student, detail::absent{}, labels, grad, rows, out);
+    }
     detail::loss_config config() const noexcept {
         detail::loss_config c;
         c.loss_name = "cross_entropy";
-        c.alpha = 0;
+        c.hard_term = true;
         c.label_smoothing = options_.label_smoothing;
         c.ignore_index = options_.ignore_index;
         c.reduce = options_.reduce;

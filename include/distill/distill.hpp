@@ -3,6 +3,8 @@
 
 #include "cross_entropy.hpp"
 #include "distillation_loss.hpp"
+#include "divergence.hpp"
+#include "divergence_loss.hpp"
 #include "executor.hpp"
 #include "kl_divergence.hpp"
 #include "logits.hpp"

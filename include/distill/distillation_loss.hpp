@@ -1,108 +1,69 @@
-// distill/distillation_loss.hpp - Hinton's distillation loss, the soft and hard terms fused:
+// distill/distillation_loss.hpp - the soft and hard terms fused (Hinton, Vinyals & Dean 2015):
 //
-//     L_i = alpha * T^2 * KL(p_i || q_i) + (1 - alpha) * CE(s_i, y_i)
+//     L_i = alpha * T^2 * D(p_i, q_i) + (1 - alpha) * CE(s_i, y_i)
 //
-// with p = softmax(t / T), q = softmax(s / T) (Hinton, Vinyals & Dean 2015). One call returns the
-// loss with its two parts and writes dL/ds = alpha T (q - p) + (1 - alpha)(r - target), without
-// allocating. A row whose label is ignore_index, or that the row mask excludes, takes no part in
-// either term. Without labels (an empty label range) alpha must be 1: pure distillation, where the
-// row mask says which rows count.
+// with p = softmax(t / T), q = softmax(s / T) and D forward KL unless another divergence is chosen
+// (divergence.hpp). One call returns the loss with its two parts and writes
+// dL/ds = alpha T dD/d(s / T) + (1 - alpha)(r - target), without allocating. A row whose label is
+// ignore_index, or that the row mask excludes, takes no part in either term. Without labels (an
+// empty label range) alpha must be 1: pure distillation, where the row mask says which rows count.
 #pragma once
 
 #include <cstdint>
 
-#include "detail/evaluate.hpp"
-#include "executor.hpp"
+#include "detail/loss_functor.hpp"
+#include "divergence.hpp"
 #include "reduction.hpp"
-#include "status.hpp"
 
 namespace distill {
 
 struct distillation_options {
-    double temperature = 1.0;            // T > 0, finite
-    double alpha = 0.5;                  // weight of the soft (KL) term, in [0, 1]
-    bool scale_by_t_squared = true;      // multiply the KL term by T^2
+    double temperature = 1.0;            // T in [1e-3, 1e3]
+    double alpha = 0.5;                  // weight of the soft (divergence) term, in [0, 1]
+    bool scale_by_t_squared = true;      // multiply the soft term by T^2
     double label_smoothing = 0.0;        // eps in [0, 1), hard term only
     std::int64_t ignore_index = -100;    // rows with this label take no part in either term
     reduction reduce = reduction::mean;  // mean = sum / rows counted
     double normalizer = 1.0;             // divisor for reduction::divide_by (> 0, finite)
     bool check_finite = false;           // opt-in scan: NaN or +inf -> error naming (row, column)
+    distill::divergence divergence = forward_kl{};           // the soft term
+    teacher_input teacher = teacher_input::logits;  // what the teacher's values are
 };
 
+// Calls: loss(student, teacher, labels[, rows]) and loss_and_grad(student, teacher, labels, grad
+// [, rows]), each optionally with an executor first, and their non-throwing try_ twins
+// (detail/loss_functor.hpp).
 template <class Scalar>
-class distillation_loss {
-    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                  "distill::distillation_loss is defined for float and double");
-
+class distillation_loss : public detail::loss_functor<distillation_loss<Scalar>, Scalar> {
 public:
-    using scalar_type = Scalar;
+    static constexpr int input_count = 3;  // student, teacher, labels
 
     distillation_loss() = default;
     explicit distillation_loss(const distillation_options& options) : options_(options) {
-#if defined(__cpp_exceptions)
-        detail::throw_if_error(detail::check_options(config()));
-#endif
+        this->check_options_or_throw();
     }
     const distillation_options& options() const noexcept { return options_; }
 
-    template <executor Exec, class Student, class Teacher, class Labels>
-    status try_loss(Exec&& exec, const Student& student, const Teacher& teacher, const Labels& labels,
-                    loss_value& out, per_row rows = {}) const noexcept {
-        return detail::evaluate<Scalar>(exec, config(), student, teacher, labels, detail::absent{}, rows, out);
-    }
-    template <executor Exec, class Student, class Teacher, class Labels, class Grad>
-    status try_loss_and_grad(Exec&& exec, const Student& student, const Teacher& teacher, const Labels& labels,
-                             Grad&& grad, loss_value& out, per_row rows = {}) const noexcept {
-        return detail::evaluate<Scalar>(exec, config(), student, teacher, labels, grad, rows, out);
-    }
-    template <class Student, class Teacher, class Labels>
-        requires(!executor<Student>)
-    status try_loss(const Student& student, const Teacher& teacher, const Labels& labels, loss_value& out,
-                    per_row rows = {}) const noexcept {
-        return try_loss(sequential, student, teacher, labels, out, rows);
-    }
-    template <class Student, class Teacher, class Labels, class Grad>
-        requires(!executor<Student>)
-    status try_loss_and_grad(const Student& student, const Teacher& teacher, const Labels& labels, Grad&& grad,
-                             loss_value& out, per_row rows = {}) const noexcept {
-        return try_loss_and_grad(sequential, student, teacher, labels, grad, out, rows);
-    }
-
-#if defined(__cpp_exceptions)
-    template <executor Exec, class Student, class Teacher, class Labels>
-    loss_value loss(Exec&& exec, const Student& student, const Teacher& teacher, const Labels& labels,
-                    per_row rows = {}) const {
-        loss_value v;
-        detail::throw_if_error(try_loss(exec, student, teacher, labels, v, rows));
-        return v;
-    }
-    template <executor Exec, class Student, class Teacher, class Labels, class Grad>
-    loss_value loss_and_grad(Exec&& exec, const Student& student, const Teacher& teacher, const Labels& labels,
-                             Grad&& grad, per_row rows = {}) const {
-        loss_value v;
-        detail::throw_if_error(try_loss_and_grad(exec, student, teacher, labels, grad, v, rows));
-        return v;
-    }
-    template <class Student, class Teacher, class Labels>
-        requires(!executor<Student>)
-    loss_value loss(const Student& student, const Teacher& teacher, const Labels& labels, per_row rows = {}) const {
-        return loss(sequential, student, teacher, labels, rows);
-    }
-    template <class Student, class Teacher, class Labels, class Grad>
-        requires(!executor<Student>)
-    loss_value loss_and_grad(const Student& student, const Teacher& teacher, const Labels& labels, Grad&& grad,
-                             per_row rows = {}) const {
-        return loss_and_grad(sequential, student, teacher, labels, grad, rows);
-    }
-#endif
-
 private:
+    friend class detail::loss_functor<distillation_loss, Scalar>;
+
+    template <class Isa, class Exec, class Student, class Teacher, class Labels, class Grad>
+    status run(Exec& exec, const Student& student, const Teacher& teacher, const Labels& labels, Grad&& grad,
+               loss_value& out, per_row rows) const noexcept {
+        return detail::evaluate<Scalar, Isa>(exec, config(), student, teacher, labels, grad, rows, out);
+    }
     detail::loss_config config() const noexcept {
         detail::loss_config c;
         c.loss_name = "distillation_loss";
+        c.soft_term = true;
+        c.hard_term = true;
+        const detail::divergence_choice d = detail::choose(options_.divergence);
+        c.divergence = d.kind;
+        c.params = d.params;
         c.temperature = options_.temperature;
         c.alpha = options_.alpha;
         c.scale_by_t_squared = options_.scale_by_t_squared;
+        c.teacher = options_.teacher;
         c.label_smoothing = options_.label_smoothing;
         c.ignore_index = options_.ignore_index;
         c.reduce = options_.reduce;

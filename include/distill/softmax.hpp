@@ -3,21 +3,23 @@
 // softmax(s / T)_c = exp((s_c - max s) / T) / sum_k exp((s_k - max s) / T), computed with the max
 // subtracted so that any finite logits work; -inf logits are masked classes (probability 0,
 // log-probability -inf). A row whose logits are all -inf has no softmax and is an error naming it.
-// `out` may be the input itself (in place).
+// `out` may be the input itself (in place). An executor first runs the rows on the caller's threads.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
 #include <type_traits>
 
 #include <Eigen/Core>
 #include <unsupported/Eigen/CXX11/Tensor>
 
-#include "detail/reference/fused_row.hpp"
+#include "detail/backend.hpp"
+#include "detail/validation.hpp"
+#include "executor.hpp"
 #include "logits.hpp"
 #include "status.hpp"
-#if !defined(DISTILL_NO_SIMD)
-#include "detail/simd/softmax_row.hpp"
-#endif
 
 namespace distill {
 
@@ -26,14 +28,28 @@ namespace detail {
 template <class X>
 inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>>;
 
-template <class X, class Out>
-status softmax_into(const X& logits, Out&& out, double temperature, bool log) noexcept {
+// Rows run in at most this many pieces, each recording its first undefined row, so that the row an
+// error names does not depend on the executor.
+inline constexpr std::ptrdiff_t softmax_pieces = 64;
+
+template <class Isa, class T>
+[[gnu::noinline]] void softmax_rows(const matrix_view<const T>& in, const matrix_view<T>& out, double inv_t, bool log,
+                                    std::ptrdiff_t pieces, std::ptrdiff_t first, std::ptrdiff_t last,
+                                    std::ptrdiff_t* bad_row) noexcept {
+    for (std::ptrdiff_t p = first; p < last; ++p)
+        for (std::ptrdiff_t i = p * in.rows / pieces; i < (p + 1) * in.rows / pieces; ++i)
+            if (!backend<Isa>::softmax_row(in.row(i), in.cols, inv_t, log, out.row(i)) && bad_row[p] < 0) bad_row[p] = i;
+}
+
+template <class Isa, class Exec, class X, class Out>
+status softmax_into(Exec& exec, const X& logits, Out&& out, double temperature, bool log) noexcept {
     using T = logits_scalar_t<X>;
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "distill: softmax is defined for float and double");
     static_assert(std::is_same_v<logits_scalar_t<Out>, T>, "distill: softmax output must have the logits' scalar type");
     const char* name = log ? "log_softmax" : "softmax";
-    if (!(temperature > 0) || !std::isfinite(temperature))
-        return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %g", name, temperature);
+    if (!(temperature >= min_temperature && temperature <= max_temperature))
+        return status::error(errc::invalid_argument, "%s: temperature must be in [%g, %g], got %g", name,
+                             min_temperature, max_temperature, temperature);
     matrix_view<const T> in;
     matrix_view<T> o;
     if (status s = make_view<false>(logits, "logits", in); !s) return s;
@@ -44,18 +60,20 @@ status softmax_into(const X& logits, Out&& out, double temperature, bool log) no
     if (o.rows != in.rows || o.cols != in.cols)
         return status::error(errc::invalid_argument, "%s: output is %td x %td but logits are %td x %td; they must match",
                              name, o.rows, o.cols, in.rows, in.cols);
-    for (std::ptrdiff_t i = 0; i < in.rows; ++i) {
-#if defined(DISTILL_NO_SIMD)
-        const bool defined = reference::softmax_row(in.row(i), in.cols, 1.0 / temperature, log, o.row(i));
-#else
-        const bool defined = simd::softmax_row<xsimd::default_arch>(in.row(i), in.cols, 1.0 / temperature, log, o.row(i));
-#endif
-        if (!defined)
+    const std::ptrdiff_t pieces = std::min(in.rows, softmax_pieces);
+    std::array<std::ptrdiff_t, softmax_pieces> bad_row;
+    bad_row.fill(-1);
+    const double inv_t = 1.0 / temperature;
+    if (pieces > 0)
+        exec(std::ptrdiff_t{0}, pieces, [&](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+            softmax_rows<Isa>(in, o, inv_t, log, pieces, first, last, bad_row.data());
+        });
+    for (std::ptrdiff_t p = 0; p < pieces; ++p)
+        if (bad_row[static_cast<std::size_t>(p)] >= 0)
             return status::error(errc::invalid_argument,
                                  "%s: row %td of the logits is entirely -inf (every class masked), so its softmax "
                                  "is undefined",
-                                 name, i);
-    }
+                                 name, bad_row[static_cast<std::size_t>(p)]);
     return {};
 }
 
@@ -74,41 +92,61 @@ auto output_like(const X& logits) {
 }  // namespace detail
 
 // Non-throwing forms: write into `out`, return what went wrong.
-template <class X, class Out>
+template <executor Exec, class X, class Out, class Isa = detail::isa>
+    requires detail::is_logits<X> && detail::is_logits<Out>
+status try_softmax(Exec&& exec, const X& logits, Out&& out, double temperature = 1.0) noexcept {
+    return detail::softmax_into<Isa>(exec, logits, out, temperature, false);
+}
+template <executor Exec, class X, class Out, class Isa = detail::isa>
+    requires detail::is_logits<X> && detail::is_logits<Out>
+status try_log_softmax(Exec&& exec, const X& logits, Out&& out, double temperature = 1.0) noexcept {
+    return detail::softmax_into<Isa>(exec, logits, out, temperature, true);
+}
+template <class X, class Out, class Isa = detail::isa>
     requires detail::is_logits<X> && detail::is_logits<Out>
 status try_softmax(const X& logits, Out&& out, double temperature = 1.0) noexcept {
-    return detail::softmax_into(logits, out, temperature, false);
+    return detail::softmax_into<Isa>(sequential, logits, out, temperature, false);
 }
-template <class X, class Out>
+template <class X, class Out, class Isa = detail::isa>
     requires detail::is_logits<X> && detail::is_logits<Out>
 status try_log_softmax(const X& logits, Out&& out, double temperature = 1.0) noexcept {
-    return detail::softmax_into(logits, out, temperature, true);
+    return detail::softmax_into<Isa>(sequential, logits, out, temperature, true);
 }
 
 #if defined(__cpp_exceptions)
-template <class X, class Out>
+template <executor Exec, class X, class Out, class Isa = detail::isa>
+    requires detail::is_logits<X> && detail::is_logits<Out>
+void softmax(Exec&& exec, const X& logits, Out&& out, double temperature = 1.0) {
+    detail::throw_if_error(detail::softmax_into<Isa>(exec, logits, out, temperature, false));
+}
+template <executor Exec, class X, class Out, class Isa = detail::isa>
+    requires detail::is_logits<X> && detail::is_logits<Out>
+void log_softmax(Exec&& exec, const X& logits, Out&& out, double temperature = 1.0) {
+    detail::throw_if_error(detail::softmax_into<Isa>(exec, logits, out, temperature, true));
+}
+template <class X, class Out, class Isa = detail::isa>
     requires detail::is_logits<X> && detail::is_logits<Out>
 void softmax(const X& logits, Out&& out, double temperature = 1.0) {
-    detail::throw_if_error(try_softmax(logits, out, temperature));
+    detail::throw_if_error(detail::softmax_into<Isa>(sequential, logits, out, temperature, false));
 }
-template <class X, class Out>
+template <class X, class Out, class Isa = detail::isa>
     requires detail::is_logits<X> && detail::is_logits<Out>
 void log_softmax(const X& logits, Out&& out, double temperature = 1.0) {
-    detail::throw_if_error(try_log_softmax(logits, out, temperature));
+    detail::throw_if_error(detail::softmax_into<Isa>(sequential, logits, out, temperature, true));
 }
 // Returning forms: a row-major matrix (or tensor of the input's rank). They allocate the result.
-template <class X>
+template <class X, class Isa = detail::isa>
     requires detail::is_logits<X>
 auto softmax(const X& logits, double temperature = 1.0) {
     auto out = detail::output_like(logits);
-    softmax(logits, out, temperature);
+    softmax<X, decltype(out)&, Isa>(logits, out, temperature);
     return out;
 }
-template <class X>
+template <class X, class Isa = detail::isa>
     requires detail::is_logits<X>
 auto log_softmax(const X& logits, double temperature = 1.0) {
     auto out = detail::output_like(logits);
-    log_softmax(logits, out, temperature);
+    log_softmax<X, decltype(out)&, Isa>(logits, out, temperature);
     return out;
 }
 #endif

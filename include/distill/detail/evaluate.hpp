@@ -9,7 +9,8 @@
 #include "../logits.hpp"
 #include "../reduction.hpp"
 #include "../status.hpp"
-#include "fused_loss.hpp"
+#include "loss_call.hpp"
+#include "schedule.hpp"
 
 namespace distill::detail {
 
@@ -36,7 +37,7 @@ constexpr void check_scalar() {
                   "distill::kl_divergence<float>)");
 }
 
-template <class Scalar, class Exec, class Student, class Teacher, class Labels, class Grad>
+template <class Scalar, class Isa, class Exec, class Student, class Teacher, class Labels, class Grad>
 status evaluate(Exec& exec, const loss_config& o, const Student& student, const Teacher& teacher,
                 const Labels& labels, Grad&& grad, per_row rows, loss_value& out) noexcept {
     out = {};
@@ -53,7 +54,7 @@ status evaluate(Exec& exec, const loss_config& o, const Student& student, const 
         if (status s = make_view<true>(grad, "gradient buffer", call.grad); !s) return s;
     }
     call.rows = rows;
-    return run_loss(exec, o, call, out);
+    return run_loss<Isa>(exec, o, call, out);
 }
 
 }  // namespace distill::detail

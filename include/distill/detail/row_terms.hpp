@@ -8,24 +8,51 @@
 
 namespace distill::detail {
 
+// The divergences the kernels know (one policy each, detail/divergences.hpp).
+enum class divergence_kind : unsigned char {
+    forward_kl,
+    reverse_kl,
+    jensen_shannon,
+    skew_kl,
+    skew_reverse_kl,
+    total_variation,
+    decoupled_kd,
+};
+
+// The divergences' own parameters (each policy reads the ones it has).
+struct divergence_params {
+    double beta = 0.5;               // jensen_shannon: m = beta p + (1 - beta) q, 0 < beta < 1
+    double skew = 0.1;               // skew_kl, skew_reverse_kl
+    double target_weight = 1;        // decoupled_kd
+    double non_target_weight = 8;    // decoupled_kd
+};
+
 // Constants of one loss call. Reductions and weights are folded into the gradient coefficients by
 // the API layer, so a kernel knows nothing about reductions.
 struct row_terms {
     double temperature = 1;          // T
-    double inv_temperature = 1;      // 1 / T
+    double inv_temperature = 1;      // 1 / T, for the student
+    double teacher_inv_temperature = 1;  // 1 / T for teacher logits, 1 for log-probabilities and probabilities
+    bool teacher_probabilities = false;  // teacher values are probabilities: their logit is log t
     int integer_temperature = 0;     // T when T is a whole number in [1, 16], else 0: r = q^T then
                                      // costs multiplies instead of a third exponential
-    bool soft = false;               // the KL(p || q) term is present (needs teacher logits)
+    bool soft = false;               // the divergence term is present (needs teacher values)
     bool hard = false;               // the cross-entropy term is present (needs a label)
+    divergence_kind divergence = divergence_kind::forward_kl;
+    divergence_params params;
     double smoothing = 0;            // label smoothing eps
-    double soft_grad = 0;            // gradient coefficient of d KL / d(s / T) = q - p
+    double soft_grad = 0;            // gradient coefficient of d D / d(s / T)
     double hard_grad = 0;            // gradient coefficient of d CE / ds = r - target
+
+    // The row's label is read by the kernel: for the hard term, and for a divergence defined
+    // around the target class.
+    bool needs_label() const noexcept { return hard || (soft && divergence == divergence_kind::decoupled_kd); }
 };
 
 // Unweighted per-row results. `*_defined` is false when every logit of that row is -inf: the
 // softmax is then 0/0 and the API reports the row.
 struct row_result {
-    double kl = 0;
+    double divergence = 0;
     double ce = 0;
     bool student_defined = true;
     bool teacher_defined = true;

@@ -1,20 +1,34 @@
 // distill/detail/reference/fused_row.hpp - the scalar oracle of the fused loss row kernel.
 //
 // Plain loops in double, written to be obviously right rather than fast: every test compares the
-// SIMD kernels against this, and DISTILL_NO_SIMD routes every call here. Two passes per softmax
-// (max, then sums), the formulas of DESIGN.md section 2 read off directly.
+// SIMD kernels against this, and DISTILL_NO_SIMD routes every call here. Each divergence runs in
+// its normalised form (detail/divergences.hpp), read off the definitions: maxima and sums first
+// (sweep 1, exact two-pass maxima per stretch), then the divergence's sums over normalised p and q
+// (sweep 2), then the gradient (sweep 3). The sweeps take a range of blocks, like the SIMD kernels,
+// so that the same scheduler can cut a long row into segments.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
 
+#include "../divergences.hpp"
+#include "../row_statistics.hpp"
 #include "../row_terms.hpp"
 
 namespace distill::detail::reference {
 
 inline constexpr double minus_inf = -std::numeric_limits<double>::infinity();
+
+// Blocks of 1024 columns (longer for rows of more than 64 blocks), as the SIMD kernels cut rows.
+inline std::ptrdiff_t block_columns(std::ptrdiff_t C) noexcept {
+    return std::max<std::ptrdiff_t>(1024, (C + 63) / 64);
+}
+inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
+    return (C + block_columns(C) - 1) / block_columns(C);
+}
 
 template <class T>
 double row_max(const T* x, std::ptrdiff_t n) noexcept {
@@ -31,65 +45,86 @@ double log_sum_exp(const T* x, std::ptrdiff_t n, double max, double scale) noexc
     return std::log(z);
 }
 
-// One row of the distillation loss: s and t are C logits, `label` is the class of the hard term
-// (unused when !k.hard), `grad` receives the row's gradient when not null.
+// Sweep 1 over blocks [first, last): maxima, then the sums relative to them.
+template <class T>
+row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, std::ptrdiff_t first,
+                     std::ptrdiff_t last) noexcept {
+    const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
+    row_stats st;
+    for (std::ptrdiff_t c = c0; c < c1; ++c) {
+        st.ms = sticky_max(st.ms, static_cast<double>(s[c]));
+        if (k.soft) st.mt = sticky_max(st.mt, teacher_logit(t, c, k));
+    }
+    const double shift_s = shift_of(st.ms), shift_t = shift_of(st.mt);
+    for (std::ptrdiff_t c = c0; c < c1; ++c) {
+        const double x = static_cast<double>(s[c]) - shift_s;
+        st.zq += std::exp(x * k.inv_temperature);
+        if (k.hard) {
+            st.zr += std::exp(x);
+            if (k.smoothing > 0) st.sum_x += x;
+        }
+        if (k.soft) st.zp += std::exp((teacher_logit(t, c, k) - shift_t) * k.teacher_inv_temperature);
+    }
+    st.seen = c1 - c0;
+    return st;
+}
+
+// Sweep 2 over blocks [first, last): the divergence's sums over normalised p and q.
+template <class Policy, class T>
+divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                             const row_stats& st, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+    const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
+    const row_normalizers n = normalizers(st);
+    divergence_sums<double> sum{};
+    for (std::ptrdiff_t c = c0; c < c1; ++c)
+        if (!(Policy::excludes_label && c == label)) Policy::accumulate(element_at(s, t, c, k, n), k.params, sum);
+    return sum;
+}
+
+// Sweep 3 over blocks [first, last): the gradient.
+template <class Policy, class T>
+void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k, const row_stats& st,
+              const divergence_value& value, T* grad, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+    const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
+    const row_normalizers n = normalizers(st);
+    const double log_zr = k.hard ? std::log(st.zr) : 0.0;
+    const double uniform = k.hard ? k.smoothing / static_cast<double>(C) : 0.0;
+    for (std::ptrdiff_t c = c0; c < c1; ++c) {
+        double g = 0;
+        if (k.soft) {
+            if constexpr (Policy::excludes_label) {
+                g += k.soft_grad * (c == label ? Policy::label_gradient(value)
+                                               : Policy::gradient(element_at(s, t, c, k, n), value, k.params));
+            } else {
+                g += k.soft_grad * Policy::gradient(element_at(s, t, c, k, n), value, k.params);
+            }
+        }
+        if (k.hard) {
+            const double r = std::exp(static_cast<double>(s[c]) - st.ms - log_zr);
+            const double target = (c == label ? 1 - k.smoothing : 0.0) + uniform;
+            g += k.hard_grad * (r - target);
+        }
+        grad[c] = static_cast<T>(g);
+    }
+}
+
+// One row of the loss: s and t are C logits, `label` is the row's class (unused unless
+// k.needs_label()), `grad` receives the row's gradient when not null.
 template <class T>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                      T* grad) noexcept {
-    row_result out;
-    const double inv_t = k.inv_temperature;
-    const double ms = row_max(s, C);
-    if (ms == minus_inf) {
-        out.student_defined = false;
+    return with_divergence(k.divergence, [&]<class Policy>() {
+        const std::ptrdiff_t blocks = row_blocks(C);
+        const row_stats st = statistics(s, t, C, k, 0, blocks);
+        divergence_sums<double> sum{};
+        if (k.soft && student_defined(st) && teacher_defined(st, k))
+            sum = sums<Policy>(s, t, label, C, k, st, 0, blocks);
+        divergence_value value;
+        const row_result out = row_loss<Policy>(st, sum, false, s, t, label, C, k, value);
+        if (grad && out.student_defined && out.teacher_defined)
+            gradient<Policy>(s, t, label, C, k, st, value, grad, 0, blocks);
         return out;
-    }
-    // log q_c = (s_c - ms) / T - log_zq ;  log r_c = s_c - ms - log_zr
-    const double log_zq = log_sum_exp(s, C, ms, inv_t);
-    const double log_zr = k.hard ? log_sum_exp(s, C, ms, 1.0) : 0.0;
-
-    double mt = 0, log_zp = 0;
-    if (k.soft) {
-        mt = row_max(t, C);
-        if (mt == minus_inf) {
-            out.teacher_defined = false;
-            return out;
-        }
-        log_zp = log_sum_exp(t, C, mt, inv_t);
-        double kl = 0;
-        for (std::ptrdiff_t c = 0; c < C; ++c) {
-            const double log_p = (t[c] - mt) * inv_t - log_zp;
-            const double log_q = (s[c] - ms) * inv_t - log_zq;
-            const double p = std::exp(log_p);
-            // 0 log 0 = 0: a class the teacher masks adds nothing. `!= 0`, not `> 0`, so that NaN propagates.
-            if (p != 0) kl += p * (log_p - log_q);
-        }
-        out.kl = kl;
-    }
-    if (k.hard) {
-        const double eps = k.smoothing;
-        double sum_log_r = 0;
-        if (eps > 0)
-            for (std::ptrdiff_t c = 0; c < C; ++c) sum_log_r += s[c] - ms - log_zr;
-        out.ce = -(1 - eps) * (s[label] - ms - log_zr) - eps * sum_log_r / static_cast<double>(C);
-    }
-    if (grad) {
-        const double uniform = k.hard ? k.smoothing / static_cast<double>(C) : 0.0;
-        for (std::ptrdiff_t c = 0; c < C; ++c) {
-            double g = 0;
-            if (k.soft) {
-                const double q = std::exp((s[c] - ms) * inv_t - log_zq);
-                const double p = std::exp((t[c] - mt) * inv_t - log_zp);
-                g += k.soft_grad * (q - p);
-            }
-            if (k.hard) {
-                const double r = std::exp(s[c] - ms - log_zr);
-                const double target = (c == label ? 1 - k.smoothing : 0.0) + uniform;
-                g += k.hard_grad * (r - target);
-            }
-            grad[c] = static_cast<T>(g);
-        }
-    }
-    return out;
+    });
 }
 
 // softmax(s / T) (or its log) of one row into `out`. Returns false for an all -inf row.

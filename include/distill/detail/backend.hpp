@@ -1,0 +1,142 @@
+// distill/detail/backend.hpp - the one place that chooses the kernels a call runs: the SIMD
+// kernels for the instruction set the compiler flags enable, or the scalar reference when
+// DISTILL_NO_SIMD is defined. Both backends offer the same row phases, so the scheduler above them
+// is the same code.
+//
+// The choice is a type, `isa`, that every driver above the kernels takes as a template argument
+// (the API defaults it). Translation units built with different flags therefore instantiate
+// differently named functions, and a program that links them keeps each unit's own kernels instead
+// of whichever copy the linker happened to keep.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "divergences.hpp"
+#include "reference/fused_row.hpp"
+#include "row_statistics.hpp"
+#include "row_terms.hpp"
+#if !defined(DISTILL_NO_SIMD)
+#include <xsimd/xsimd.hpp>
+
+#include "simd/fused_row.hpp"
+#include "simd/softmax_row.hpp"
+#endif
+
+namespace distill::detail {
+
+// The instruction-set tag of the reference kernels.
+struct no_simd {
+    static constexpr const char* name() noexcept { return "none (DISTILL_NO_SIMD)"; }
+};
+
+#if defined(DISTILL_NO_SIMD)
+using isa = no_simd;
+#else
+using isa = xsimd::default_arch;
+#endif
+
+template <class Isa>
+struct backend;
+
+template <>
+struct backend<no_simd> {
+    template <class T>
+    static std::ptrdiff_t block_columns(std::ptrdiff_t C) noexcept {
+        return reference::block_columns(C);
+    }
+    template <class T>
+    static std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
+        return reference::row_blocks(C);
+    }
+    static bool statistics_first(const row_terms&) noexcept { return false; }
+
+    template <class T>
+    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T*, std::ptrdiff_t first,
+                                std::ptrdiff_t last, double*) noexcept {
+        return reference::statistics(s, t, C, k, first, last);
+    }
+    template <class T>
+    static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
+                                        const row_terms& k, const row_stats& st, std::ptrdiff_t first,
+                                        std::ptrdiff_t last) noexcept {
+        return with_divergence(k.divergence, [&]<class Policy>() {
+            return reference::sums<Policy>(s, t, label, C, k, st, first, last);
+        });
+    }
+    template <class T>
+    static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
+                               std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                               divergence_value& value) noexcept {
+        return with_divergence(k.divergence, [&]<class Policy>() {
+            return detail::row_loss<Policy>(st, sums, false, s, t, label, C, k, value);
+        });
+    }
+    template <class T>
+    static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                         const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
+                         std::ptrdiff_t last, const double*) noexcept {
+        with_divergence(k.divergence, [&]<class Policy>() {
+            reference::gradient<Policy>(s, t, label, C, k, st, value, grad, first, last);
+        });
+    }
+    template <class T>
+    static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                                T* grad) noexcept {
+        return reference::fused_row(s, t, label, C, k, grad);
+    }
+    template <class T>
+    static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
+        return reference::softmax_row(s, C, inv_t, log, out);
+    }
+};
+
+#if !defined(DISTILL_NO_SIMD)
+template <class Arch>
+struct backend {
+    template <class T>
+    static std::ptrdiff_t block_columns(std::ptrdiff_t C) noexcept {
+        return simd::block_length(C, xsimd::batch<T, Arch>::size);
+    }
+    template <class T>
+    static std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
+        return simd::row_blocks<Arch, T>(C);
+    }
+    static bool statistics_first(const row_terms& k) noexcept { return simd::statistics_first(k); }
+
+    template <class T>
+    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad,
+                                std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
+        return simd::row_statistics<Arch>(s, t, C, k, grad, first, last, teacher_max_at);
+    }
+    template <class T>
+    static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
+                                        const row_terms& k, const row_stats& st, std::ptrdiff_t first,
+                                        std::ptrdiff_t last) noexcept {
+        return simd::row_sums<Arch>(s, t, label, C, k, st, first, last);
+    }
+    template <class T>
+    static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
+                               std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                               divergence_value& value) noexcept {
+        return simd::row_loss(st, sums, s, t, label, C, k, value);
+    }
+    template <class T>
+    static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                         const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
+                         std::ptrdiff_t last, const double* teacher_max_at) noexcept {
+        simd::row_gradient<Arch>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
+    }
+    template <class T>
+    static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                                T* grad) noexcept {
+        return simd::fused_row<Arch>(s, t, label, C, k, grad);
+    }
+    template <class T>
+    static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
+        return simd::softmax_row<Arch>(s, C, inv_t, log, out);
+    }
+};
+#endif
+
+}  // namespace distill::detail

@@ -1,0 +1,65 @@
+// distill/divergence_loss.hpp - any divergence of the family between the teacher's and the
+// student's softened distributions, times T^2:
+//
+//     L_i = T^2 D(p_i, q_i),  p = softmax(t / T), q = softmax(s / T)
+//
+// with D one of forward_kl, reverse_kl, jensen_shannon, skew_kl, skew_reverse_kl or
+// total_variation (divergence.hpp). One call returns the loss and writes dL/ds. decoupled_kd needs
+// labels and is offered by distillation_loss.
+#pragma once
+
+#include "detail/loss_functor.hpp"
+#include "divergence.hpp"
+#include "reduction.hpp"
+
+namespace distill {
+
+struct divergence_options {
+    distill::divergence divergence = forward_kl{};  // which divergence, with its parameters
+    double temperature = 1.0;              // T in [1e-3, 1e3]
+    bool scale_by_t_squared = true;        // multiply the divergence (and its gradient) by T^2
+    reduction reduce = reduction::mean;    // mean = sum / rows counted
+    double normalizer = 1.0;               // divisor for reduction::divide_by (> 0, finite)
+    bool check_finite = false;             // opt-in scan: NaN or +inf -> error naming (row, column)
+    teacher_input teacher = teacher_input::logits;  // what the teacher's values are
+};
+
+// Calls: loss(student, teacher[, rows]) and loss_and_grad(student, teacher, grad[, rows]), each
+// optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
+template <class Scalar>
+class divergence_loss : public detail::loss_functor<divergence_loss<Scalar>, Scalar> {
+public:
+    static constexpr int input_count = 2;  // student, teacher
+
+    divergence_loss() = default;
+    explicit divergence_loss(const divergence_options& options) : options_(options) { this->check_options_or_throw(); }
+    const divergence_options& options() const noexcept { return options_; }
+
+private:
+    friend class detail::loss_functor<divergence_loss, Scalar>;
+
+    template <class Isa, class Exec, class Student, class Teacher, class Grad>
+    status run(Exec& exec, const Student& student, const Teacher& teacher, Grad&& grad, loss_value& out,
+               per_row rows) const noexcept {
+        return detail::evaluate<Scalar, Isa>(exec, config(), student, teacher, detail::absent{}, grad, rows, out);
+    }
+    detail::loss_config config() const noexcept {
+        detail::loss_config c;
+        c.loss_name = "divergence_loss";
+        c.soft_term = true;
+        const detail::divergence_choice d = detail::choose(options_.divergence);
+        c.divergence = d.kind;
+        c.params = d.params;
+        c.temperature = options_.temperature;
+        c.scale_by_t_squared = options_.scale_by_t_squared;
+        c.teacher = options_.teacher;
+        c.reduce = options_.reduce;
+        c.normalizer = options_.normalizer;
+        c.check_finite = options_.check_finite;
+        return c;
+    }
+
+    divergence_options options_{};
+};
+
+}  // namespace distill
