@@ -107,25 +107,33 @@ struct backend {
     template <class T>
     static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad,
                                 std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
-        return simd::row_statistics<Arch>(s, t, C, k, grad, first, last, teacher_max_at);
+        return with_divergence(k.divergence, [&]<class Policy>() {
+            return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, teacher_max_at);
+        });
     }
     template <class T>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
                                         const row_terms& k, const row_stats& st, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
-        return simd::row_sums<Arch>(s, t, label, C, k, st, first, last);
+        return with_divergence(k.divergence, [&]<class Policy>() {
+            return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, first, last);
+        });
     }
     template <class T>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                divergence_value& value) noexcept {
-        return simd::row_loss(st, sums, s, t, label, C, k, value);
+        return with_divergence(k.divergence, [&]<class Policy>() {
+            return detail::row_loss<Policy>(st, sums, simd::statistics_first<Policy>(k), s, t, label, C, k, value);
+        });
     }
     template <class T>
     static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                          const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, const double* teacher_max_at) noexcept {
-        simd::row_gradient<Arch>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
+        with_divergence(k.divergence, [&]<class Policy>() {
+            simd::row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
+        });
     }
     template <class T>
     static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,

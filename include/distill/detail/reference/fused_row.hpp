@@ -108,23 +108,29 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
     }
 }
 
-// One row of the loss: s and t are C logits, `label` is the row's class (unused unless
-// k.needs_label()), `grad` receives the row's gradient when not null.
+// One row of the loss with one policy: s and t are C logits, `label` is the row's class (unused
+// unless k.needs_label()), `grad` receives the row's gradient when not null. A divergence defined
+// outside the library runs through here too (tests/policy.test.cpp).
+template <class Policy, class T>
+row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                          T* grad) noexcept {
+    const std::ptrdiff_t blocks = row_blocks(C);
+    const row_stats st = statistics(s, t, C, k, 0, blocks);
+    divergence_sums<double> sum{};
+    if (k.soft && student_defined(st) && teacher_defined(st, k)) sum = sums<Policy>(s, t, label, C, k, st, 0, blocks);
+    divergence_value value;
+    const row_result out = row_loss<Policy>(st, sum, false, s, t, label, C, k, value);
+    if (grad && out.student_defined && out.teacher_defined)
+        gradient<Policy>(s, t, label, C, k, st, value, grad, 0, blocks);
+    return out;
+}
+
+// One row, with the policy that k names.
 template <class T>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                      T* grad) noexcept {
-    return with_divergence(k.divergence, [&]<class Policy>() {
-        const std::ptrdiff_t blocks = row_blocks(C);
-        const row_stats st = statistics(s, t, C, k, 0, blocks);
-        divergence_sums<double> sum{};
-        if (k.soft && student_defined(st) && teacher_defined(st, k))
-            sum = sums<Policy>(s, t, label, C, k, st, 0, blocks);
-        divergence_value value;
-        const row_result out = row_loss<Policy>(st, sum, false, s, t, label, C, k, value);
-        if (grad && out.student_defined && out.teacher_defined)
-            gradient<Policy>(s, t, label, C, k, st, value, grad, 0, blocks);
-        return out;
-    });
+    return with_divergence(k.divergence,
+                           [&]<class Policy>() { return fused_row_with<Policy>(s, t, label, C, k, grad); });
 }
 
 // softmax(s / T) (or its log) of one row into `out`. Returns false for an all -inf row.

@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -46,6 +47,10 @@ inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
 
 // Forward KL (or no divergence at all) runs statistics-first; every other divergence
 // normalise-first.
+template <class Policy>
+inline bool statistics_first(const row_terms& k) noexcept {
+    return !k.soft || std::is_same_v<Policy, forward_kl_policy>;
+}
 inline bool statistics_first(const row_terms& k) noexcept {
     return !k.soft || k.divergence == divergence_kind::forward_kl;
 }
@@ -293,64 +298,60 @@ inline decltype(auto) with_normalised_kernel(const row_terms& k, Fn&& fn) noexce
     return fn.template operator()<shaped_kernel<Arch, false, true, true, -1, T>>();
 }
 
-// The phases of a row over blocks [first, last), as the scheduler calls them.
-template <class Arch, class T>
+// The phases of a row over blocks [first, last), as the scheduler calls them, for one policy.
+template <class Arch, class Policy, class T>
 row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, double* teacher_max_at) noexcept {
     const auto run = [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, teacher_max_at); };
-    return statistics_first(k) ? with_statistics_first_kernel<Arch, T>(k, run) : with_normalised_kernel<Arch, T>(k, run);
+    return statistics_first<Policy>(k) ? with_statistics_first_kernel<Arch, T>(k, run)
+                                       : with_normalised_kernel<Arch, T>(k, run);
 }
 
-template <class Arch, class T>
+template <class Arch, class Policy, class T>
 divergence_sums<double> row_sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                  const row_stats& st, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
-    return with_normalised_kernel<Arch, T>(k, [&]<class K>() {
-        return with_divergence(k.divergence, [&]<class Policy>() {
-            return K::template sums<Policy>(s, t, label, C, k, st, first, last);
-        });
-    });
+    return with_normalised_kernel<Arch, T>(
+        k, [&]<class K>() { return K::template sums<Policy>(s, t, label, C, k, st, first, last); });
 }
 
-template <class Arch, class T>
+template <class Arch, class Policy, class T>
 void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                   const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
                   std::ptrdiff_t last, const double* teacher_max_at) noexcept {
-    if (statistics_first(k)) {
+    if (statistics_first<Policy>(k))
         with_statistics_first_kernel<Arch, T>(
             k, [&]<class K>() { K::gradient(s, label, C, k, st, grad, first, last, teacher_max_at); });
-        return;
-    }
-    with_normalised_kernel<Arch, T>(k, [&]<class K>() {
-        with_divergence(k.divergence, [&]<class Policy>() {
+    else
+        with_normalised_kernel<Arch, T>(k, [&]<class K>() {
             K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last);
         });
-    });
 }
 
-// The row's loss from its statistics and sums (see detail::row_loss).
-template <class T>
-row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
-                    std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value) noexcept {
-    return with_divergence(k.divergence, [&]<class Policy>() {
-        return detail::row_loss<Policy>(st, sums, statistics_first(k), s, t, label, C, k, value);
-    });
+// The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
+// A divergence defined outside the library runs through here too (tests/policy.test.cpp).
+template <class Arch, class Policy, class T>
+row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                          T* grad) noexcept {
+    double teacher_max_at[max_blocks];
+    const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
+    const bool first_statistics = statistics_first<Policy>(k);
+    const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, teacher_max_at);
+    divergence_sums<double> sums{};
+    if (!first_statistics && student_defined(st) && teacher_defined(st, k))
+        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, 0, blocks);
+    divergence_value value;
+    const row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
+    if (grad && out.student_defined && out.teacher_defined)
+        row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, 0, blocks, teacher_max_at);
+    return out;
 }
 
-// The whole row: statistics, sums, loss, and (when grad is given) the gradient.
+// The whole row, with the policy that k names.
 template <class Arch, class T>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                      T* grad) noexcept {
-    double teacher_max_at[max_blocks];
-    const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
-    const row_stats st = row_statistics<Arch>(s, t, C, k, grad, 0, blocks, teacher_max_at);
-    divergence_sums<double> sums{};
-    if (!statistics_first(k) && student_defined(st) && teacher_defined(st, k))
-        sums = row_sums<Arch>(s, t, label, C, k, st, 0, blocks);
-    divergence_value value;
-    const row_result out = simd::row_loss(st, sums, s, t, label, C, k, value);
-    if (grad && out.student_defined && out.teacher_defined)
-        row_gradient<Arch>(s, t, label, C, k, st, value, grad, 0, blocks, teacher_max_at);
-    return out;
+    return with_divergence(k.divergence,
+                           [&]<class Policy>() { return fused_row_with<Arch, Policy>(s, t, label, C, k, grad); });
 }
 
 }  // namespace distill::detail::simd
