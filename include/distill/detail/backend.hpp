@@ -124,7 +124,7 @@ struct backend {
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                divergence_value& value) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return detail::row_loss<Policy>(st, sums, simd::statistics_first<Policy>(k), s, t, label, C, k, value);
+            return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value);
         });
     }
     template <class T>

@@ -47,11 +47,13 @@ status evaluate(Exec& exec, const loss_config& o, const Student& student, const 
     if constexpr (!is_absent<Teacher>) {
         check_scalar<Scalar, Teacher>();
         if (status s = make_view<false>(teacher, "teacher logits", call.teacher); !s) return s;
+        call.has_teacher = true;
     }
     if constexpr (!is_absent<Labels>) call.labels = label_span(labels);
     if constexpr (!is_absent<Grad>) {
         check_scalar<Scalar, Grad>();
         if (status s = make_view<true>(grad, "gradient buffer", call.grad); !s) return s;
+        call.has_grad = true;
     }
     call.rows = rows;
     return run_loss<Isa>(exec, o, call, out);

@@ -33,10 +33,12 @@ struct loss_config {
 template <class T, class Label>
 struct loss_call {
     matrix_view<const T> student;
-    matrix_view<const T> teacher;  // data == nullptr: the loss has no teacher (cross_entropy)
+    matrix_view<const T> teacher;  // read only when has_teacher
     std::span<const Label> labels; // empty: no labels
     per_row rows;
-    matrix_view<T> grad;           // data == nullptr: loss only
+    matrix_view<T> grad;           // written only when has_grad
+    bool has_teacher = false;      // false: the loss has no teacher (cross_entropy)
+    bool has_grad = false;         // false: loss only
 };
 
 // The option structs' divergence as the kernels know it. Generalised JSD at beta = 0 and 1 is

@@ -60,8 +60,8 @@ struct loss_plan {
     std::int64_t label_of(std::ptrdiff_t i) const noexcept {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
     }
-    const T* teacher_row(std::ptrdiff_t i) const noexcept { return call->teacher.data ? call->teacher.row(i) : nullptr; }
-    T* grad_row(std::ptrdiff_t i) const noexcept { return call->grad.data ? call->grad.row(i) : nullptr; }
+    const T* teacher_row(std::ptrdiff_t i) const noexcept { return call->has_teacher ? call->teacher.row(i) : nullptr; }
+    T* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
 };
 
@@ -211,7 +211,7 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     if (status s = check_shapes(o, c); !s) return s;
     if (status s = count_rows(o, c, plan.counted); !s) return s;
     row_terms& k = plan.terms;
-    k.soft = soft_active(o) && c.teacher.data != nullptr;
+    k.soft = soft_active(o) && c.has_teacher;
     k.hard = hard_active(o) && !c.labels.empty();
     if (o.check_finite) {
         if (status s = check_finite(o.loss_name, "student logits", c.student); !s) return s;
@@ -289,7 +289,7 @@ status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label>& c,
                 run_segment_sums(plan, first, last);
             });
         finish_segmented_rows(plan);
-        if (c.grad.data)
+        if (c.has_grad)
             exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
                 run_segment_gradients(plan, first, last);
             });

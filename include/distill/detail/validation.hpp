@@ -82,7 +82,7 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
         return status::error(errc::invalid_argument,
                              "%s: student logits have 0 classes (shape %td x 0); at least 1 class is needed",
                              o.loss_name, N);
-    if (c.teacher.data && (c.teacher.rows != N || c.teacher.cols != C))
+    if (c.has_teacher && (c.teacher.rows != N || c.teacher.cols != C))
         return status::error(errc::invalid_argument,
                              "%s: teacher %s are %td x %td but student logits are %td x %td; they must match",
                              o.loss_name, o.teacher == teacher_input::logits ? "logits" : "values", c.teacher.rows,
@@ -103,7 +103,7 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
                              "(without labels, alpha must be 1: pure distillation)",
                              o.loss_name, o.alpha);
     }
-    if (c.grad.data && (c.grad.rows != N || c.grad.cols != C))
+    if (c.has_grad && (c.grad.rows != N || c.grad.cols != C))
         return status::error(errc::invalid_argument,
                              "%s: gradient buffer is %td x %td but student logits are %td x %td; they must match",
                              o.loss_name, c.grad.rows, c.grad.cols, N, C);

@@ -12,6 +12,7 @@ struct vector_ops;  // specialised for double here and for xsimd::batch in simd/
 
 template <>
 struct vector_ops<double> {
+    using scalar = double;
     static double select(bool c, double a, double b) noexcept { return c ? a : b; }
     static double log(double x) noexcept { return std::log(x); }
     static double abs(double x) noexcept { return std::abs(x); }

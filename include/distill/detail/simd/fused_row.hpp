@@ -327,6 +327,25 @@ void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, 
         });
 }
 
+// The row's loss from its statistics and sums (detail::row_loss). Forward KL's statistics-first
+// value is recomputed from its terms (one more sweep) when it is too close to 0 to be trusted.
+template <class Arch, class Policy, class T>
+row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
+                    std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value) noexcept {
+    const bool first_statistics = statistics_first<Policy>(k);
+    row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
+    if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
+        if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
+            forward_kl_policy::worth_terms<T>(out.divergence, st.acc, st.zq, st.zp)) {
+            const divergence_sums<double> terms =
+                row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, 0, row_blocks<Arch, T>(C));
+            value = forward_kl_policy::finish(terms, k.params, {});
+            out.divergence = value.value;
+        }
+    }
+    return out;
+}
+
 // The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
 // A divergence defined outside the library runs through here too (tests/policy.test.cpp).
 template <class Arch, class Policy, class T>
@@ -340,7 +359,7 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
     if (!first_statistics && student_defined(st) && teacher_defined(st, k))
         sums = row_sums<Arch, Policy>(s, t, label, C, k, st, 0, blocks);
     divergence_value value;
-    const row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
+    const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value);
     if (grad && out.student_defined && out.teacher_defined)
         row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, 0, blocks, teacher_max_at);
     return out;

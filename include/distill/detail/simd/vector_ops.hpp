@@ -11,6 +11,7 @@ namespace distill::detail {
 template <class T, class Arch>
 struct vector_ops<xsimd::batch<T, Arch>> {
     using V = xsimd::batch<T, Arch>;
+    using scalar = T;
     static V select(const xsimd::batch_bool<T, Arch>& c, const V& a, const V& b) noexcept { return xsimd::select(c, a, b); }
     static V log(const V& x) noexcept { return xsimd::log(x); }
     static V abs(const V& x) noexcept { return xsimd::abs(x); }
