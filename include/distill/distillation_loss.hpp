@@ -9,6 +9,8 @@
 // row mask says which rows count.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include <cstdint>
 
 #include "detail/evaluate.hpp"
@@ -115,3 +117,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

@@ -6,6 +6,8 @@
 // independent of T and can be switched off. d(T^2 KL)/ds = T (q - p). docs/math.md derives it.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include "detail/evaluate.hpp"
 #include "executor.hpp"
 #include "reduction.hpp"
@@ -106,3 +108,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

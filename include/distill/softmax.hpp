@@ -6,6 +6,8 @@
 // `out` may be the input itself (in place).
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include <cmath>
 #include <type_traits>
 
@@ -114,3 +116,5 @@ auto log_softmax(const X& logits, double temperature = 1.0) {
 #endif
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"
