@@ -61,7 +61,7 @@ int every_call() {
     check(kd.try_loss(student, teacher, labels, v));
     check(kd.try_loss_and_grad(student3, teacher3, labels, grad3, v));
 
-    std::printf("total %g, %g %g %g %g\n", v.total, double(p(0, 0)),
+    std::printf("%s: total %g, %g %g %g %g\n", distill::simd_architecture, v.total, double(p(0, 0)),
                 double(lp(0, 0)), double(p3(0, 0, 0)), double(lp3(0, 0, 0)));
     return failures;
 }
