@@ -26,7 +26,8 @@ namespace distill {
 namespace detail {
 
 template <class X>
-inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>>;
+inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>> ||
+                                  is_matrix_ref<std::remove_cvref_t<X>>;
 
 template <class X, class Out>
 status softmax_into(const X& logits, Out&& out, double temperature, bool log) noexcept {
@@ -68,6 +69,9 @@ auto output_like(const X& logits) {
     using T = logits_scalar_t<X>;
     if constexpr (is_eigen_tensor<D>) {
         return Eigen::Tensor<T, D::NumDimensions, Eigen::RowMajor>(logits.dimensions());
+    } else if constexpr (is_matrix_ref<D>) {  // a negative shape is reported by the call that follows
+        return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows < 0 ? 0 : logits.rows,
+                                                                                 logits.cols < 0 ? 0 : logits.cols);
     } else {
         return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows(), logits.cols());
     }

@@ -1,9 +1,14 @@
-// The parent project's own library: one non-template function over distill.
+// The parent project's own library: a trainer step over its own buffers, with no Eigen type in sight.
+#include <cstdint>
+
 #include <distill/distill.hpp>
 
-double trainer_kl(const float* student, const float* teacher, float* grad, long cols) {
-    using map = Eigen::Map<Eigen::Matrix<float, 1, Eigen::Dynamic, Eigen::RowMajor>>;
-    using const_map = Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic, Eigen::RowMajor>>;
-    map g(grad, cols);
-    return distill::kl_divergence<float>().loss_and_grad(const_map(student, cols), const_map(teacher, cols), g).total;
+double trainer_step(const float* student, const float* teacher, const std::int64_t* labels, float* grad,
+                    std::int64_t rows, std::int64_t cols) {
+    const distill::distillation_loss<float> kd({.temperature = 2.0, .alpha = 0.5});
+    return kd.loss_and_grad(distill::matrix_ref<const float>{student, rows, cols},
+                            distill::matrix_ref<const float>{teacher, rows, cols},
+                            std::span<const std::int64_t>(labels, static_cast<std::size_t>(rows)),
+                            distill::matrix_ref<float>{grad, rows, cols})
+        .total;
 }

@@ -1,5 +1,5 @@
 // A consumer translation unit that calls every public function of distill, for float and double,
-// with Eigen matrices and tensors. The consumer_warnings_* tests compile it with
+// with Eigen matrices, tensors and distill::matrix_ref. The consumer_warnings_* tests compile it with
 // -Wall -Wextra -Wpedantic -Werror under GCC and Clang at x86-64-v3 (AVX2) and x86-64-v4 (AVX-512):
 // a user who builds with warnings as errors must get none from distill's headers.
 #include <cstdint>
@@ -60,6 +60,17 @@ int every_call() {
     v = kd.loss_and_grad(distill::sequential, student3, teacher3, labels, grad3, rows);
     check(kd.try_loss(student, teacher, labels, v));
     check(kd.try_loss_and_grad(student3, teacher3, labels, grad3, v));
+
+    // Plain buffers.
+    const distill::matrix_ref<const T> s_ref{student.data(), n, c}, t_ref{teacher.data(), n, c};
+    const distill::matrix_ref<T> g_ref{grad.data(), n, c}, p_ref{probs.data(), n, c, c};
+    distill::softmax(s_ref, p_ref);
+    check(distill::try_log_softmax(s_ref, p_ref, 2.0));
+    matrix<T> p2 = distill::log_softmax(s_ref);
+    v = kl.loss_and_grad(s_ref, t_ref, g_ref);
+    check(ce.try_loss(s_ref, labels, v));
+    v = kd.loss_and_grad(distill::sequential, s_ref, t_ref, labels, g_ref, rows);
+    failures += p2.rows() == n ? 0 : 1;
 
     std::printf("%s: total %g, %g %g %g %g\n", distill::simd_architecture, v.total, double(p(0, 0)),
                 double(lp(0, 0)), double(p3(0, 0, 0)), double(lp3(0, 0, 0)));
