@@ -5,6 +5,8 @@
 // ignore_index take no part. dCE/ds = r - ((1 - eps) onehot(y) + eps / C). docs/math.md derives it.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include <cstdint>
 
 #include "detail/loss_functor.hpp"
@@ -55,3 +57,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

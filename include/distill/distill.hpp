@@ -9,6 +9,7 @@
 #include "kl_divergence.hpp"
 #include "logits.hpp"
 #include "reduction.hpp"
+#include "simd_level.hpp"
 #include "softmax.hpp"
 #include "status.hpp"
 #include "version.hpp"

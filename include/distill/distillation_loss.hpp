@@ -9,6 +9,8 @@
 // empty label range) alpha must be 1: pure distillation, where the row mask says which rows count.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include <cstdint>
 
 #include "detail/loss_functor.hpp"
@@ -76,3 +78,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

@@ -8,6 +8,8 @@
 // labels and is offered by distillation_loss.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
 #include "reduction.hpp"
@@ -63,3 +65,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

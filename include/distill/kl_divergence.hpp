@@ -7,6 +7,8 @@
 // divergence_loss offers the other divergences with the same calls.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
 #include "reduction.hpp"
@@ -58,3 +60,5 @@ private:
 };
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

@@ -6,6 +6,8 @@
 // `out` may be the input itself (in place). An executor first runs the rows on the caller's threads.
 #pragma once
 
+#include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -26,7 +28,8 @@ namespace distill {
 namespace detail {
 
 template <class X>
-inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>>;
+inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>> ||
+                                  is_matrix_ref<std::remove_cvref_t<X>>;
 
 // Rows run in at most this many pieces, each recording its first undefined row, so that the row an
 // error names does not depend on the executor.
@@ -84,6 +87,9 @@ auto output_like(const X& logits) {
     using T = logits_scalar_t<X>;
     if constexpr (is_eigen_tensor<D>) {
         return Eigen::Tensor<T, D::NumDimensions, Eigen::RowMajor>(logits.dimensions());
+    } else if constexpr (is_matrix_ref<D>) {  // a negative shape is reported by the call that follows
+        return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows < 0 ? 0 : logits.rows,
+                                                                                 logits.cols < 0 ? 0 : logits.cols);
     } else {
         return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows(), logits.cols());
     }
@@ -152,3 +158,5 @@ auto log_softmax(const X& logits, double temperature = 1.0) {
 #endif
 
 }  // namespace distill
+
+#include "detail/warnings_pop.hpp"

@@ -1,0 +1,99 @@
+// A consumer translation unit that calls every public function of distill, for float and double,
+// with Eigen matrices, tensors and distill::matrix_ref. The consumer_warnings_* tests compile it with
+// -Wall -Wextra -Wpedantic -Werror under GCC and Clang at x86-64-v3 (AVX2) and x86-64-v4 (AVX-512):
+// a user who builds with warnings as errors must get none from distill's headers.
+#include <cstdint>
+#include <cstdio>
+#include <vector>
+
+#include <distill/distill.hpp>
+
+namespace {
+
+template <class T>
+using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <class T>
+int every_call() {
+    constexpr Eigen::Index n = 3, c = 5;
+    matrix<T> student = matrix<T>::Random(n, c), teacher = matrix<T>::Random(n, c), grad(n, c), probs(n, c);
+    Eigen::Tensor<T, 3, Eigen::RowMajor> student3(1, n, c), teacher3(1, n, c), grad3(1, n, c);
+    student3.setRandom();
+    teacher3.setRandom();
+    const std::vector<std::int64_t> labels = {0, 4, 2};
+    std::vector<double> losses(n);
+    const distill::per_row rows{.losses = losses};
+    distill::loss_value v;
+    int failures = 0;
+    auto check = [&](const distill::status& s) { failures += s.ok() ? 0 : 1; };
+
+    // softmax and log_softmax: writing, returning and try_ forms, matrices and tensors.
+    distill::softmax(student, probs, 2.0);
+    distill::log_softmax(student, probs, 2.0);
+    matrix<T> p = distill::softmax(student, 2.0);
+    matrix<T> lp = distill::log_softmax(student);
+    Eigen::Tensor<T, 3, Eigen::RowMajor> p3 = distill::softmax(student3);
+    Eigen::Tensor<T, 3, Eigen::RowMajor> lp3 = distill::log_softmax(student3, 0.5);
+    check(distill::try_softmax(student, probs));
+    check(distill::try_log_softmax(student3, grad3, 3.0));
+
+    const distill::kl_divergence<T> kl({.temperature = 2.0});
+    v = kl.loss(student, teacher);
+    v = kl.loss_and_grad(student, teacher, grad, rows);
+    v = kl.loss(distill::sequential, student3, teacher3);
+    v = kl.loss_and_grad(distill::sequential, student3, teacher3, grad3);
+    check(kl.try_loss(student, teacher, v));
+    check(kl.try_loss_and_grad(student3, teacher3, grad3, v, rows));
+
+    const distill::cross_entropy<T> ce({.label_smoothing = 0.1});
+    v = ce.loss(student, labels);
+    v = ce.loss_and_grad(student, labels, grad);
+    v = ce.loss(distill::sequential, student3, labels, rows);
+    v = ce.loss_and_grad(distill::sequential, student3, labels, grad3);
+    check(ce.try_loss(student3, labels, v));
+    check(ce.try_loss_and_grad(student, labels, grad, v));
+
+    const distill::distillation_loss<T> kd({.temperature = 4.0, .alpha = 0.7});
+    v = kd.loss(student, teacher, labels);
+    v = kd.loss_and_grad(student, teacher, labels, grad);
+    v = kd.loss(distill::sequential, student3, teacher3, labels);
+    v = kd.loss_and_grad(distill::sequential, student3, teacher3, labels, grad3, rows);
+    check(kd.try_loss(student, teacher, labels, v));
+    check(kd.try_loss_and_grad(student3, teacher3, labels, grad3, v));
+
+    // The divergence family, chosen at run time, and teachers given as log-probabilities.
+    const distill::divergence family[] = {distill::forward_kl{}, distill::reverse_kl{}, distill::jensen_shannon{.beta = 0.3},
+                                          distill::skew_kl{}, distill::skew_reverse_kl{.skew = 0.2},
+                                          distill::total_variation{}};
+    for (const distill::divergence& d : family) {
+        const distill::divergence_loss<T> dl({.divergence = d, .temperature = 2.0});
+        v = dl.loss_and_grad(student, teacher, grad);
+        v = dl.loss(distill::sequential, student3, teacher3, rows);
+        check(dl.try_loss_and_grad(student, teacher, grad, v));
+    }
+    const distill::distillation_loss<T> dkd({.temperature = 4.0, .divergence = distill::decoupled_kd{}});
+    v = dkd.loss_and_grad(student, teacher, labels, grad);
+    const distill::kl_divergence<T> offline({.teacher = distill::teacher_input::log_probabilities});
+    v = offline.loss_and_grad(student, lp, grad);
+    distill::softmax(distill::sequential, student, probs);
+    check(distill::try_log_softmax(distill::sequential, student3, grad3));
+
+    // Plain buffers.
+    const distill::matrix_ref<const T> s_ref{student.data(), n, c}, t_ref{teacher.data(), n, c};
+    const distill::matrix_ref<T> g_ref{grad.data(), n, c}, p_ref{probs.data(), n, c, c};
+    distill::softmax(s_ref, p_ref);
+    check(distill::try_log_softmax(s_ref, p_ref, 2.0));
+    matrix<T> p2 = distill::log_softmax(s_ref);
+    v = kl.loss_and_grad(s_ref, t_ref, g_ref);
+    check(ce.try_loss(s_ref, labels, v));
+    v = kd.loss_and_grad(distill::sequential, s_ref, t_ref, labels, g_ref, rows);
+    failures += p2.rows() == n ? 0 : 1;
+
+    std::printf("%s: total %g, %g %g %g %g\n", distill::simd_architecture, v.total, double(p(0, 0)),
+                double(lp(0, 0)), double(p3(0, 0, 0)), double(lp3(0, 0, 0)));
+    return failures;
+}
+
+}  // namespace
+
+int main() { return every_call<float>() + every_call<double>(); }
