@@ -55,7 +55,7 @@ using label_element = element<double>;
 // |d| < 1/2 (the direct form cancels there), directly elsewhere (at most a few ulps lost). Masked
 // classes: p = 0 gives q, and q = 0 < p gives +inf, the true value.
 template <class V>
-V kl_term(const V& p, const V& q, const V& lp, const V& lq) noexcept {
+DISTILL_ALWAYS_INLINE V kl_term(const V& p, const V& q, const V& lp, const V& lq) noexcept {
     using S = typename vector_ops<V>::scalar;
     // (n - 1) / n! for n = 2..17; the series is cut where its next term is below an ulp at |d| = 1/2.
     constexpr double coefficient[] = {1. / 2, 1. / 3, 1. / 8, 1. / 30, 1. / 144, 1. / 840, 1. / 5760, 1. / 45360,
@@ -77,7 +77,7 @@ struct forward_kl_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
         sum[0] += kl_term(e.p, e.q, e.lp, e.lq);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
@@ -85,14 +85,14 @@ struct forward_kl_policy {
         return {sum[0]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value&, const divergence_params&) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value&, const divergence_params&) noexcept {
         return e.q - e.p;
     }
 
     // Statistics-first form. Accumulator A = sum_c e_p (y - x), so KL = A / Z_p - log Z_p + log Z_q.
     // `zero` is V(0); where e_p = 0 (teacher masks the class) the term is 0 even when x = -inf.
     template <class V, class Select>
-    static V term(V x, V y, V e_p, V zero, Select select) noexcept {
+    DISTILL_ALWAYS_INLINE static V term(V x, V y, V e_p, V zero, Select select) noexcept {
         return select(e_p != zero, e_p * (y - x), zero);  // a NaN e_p reaches the loss through Z_p anyway
     }
 
@@ -128,7 +128,7 @@ struct reverse_kl_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
         sum[0] += product_unless_zero(e.q, e.lq - e.lp);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
@@ -136,7 +136,7 @@ struct reverse_kl_policy {
         return {sum[0], sum[0]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
         return product_unless_zero(e.q, e.lq - e.lp - V(r.a));
     }
 };
@@ -150,11 +150,11 @@ struct jensen_shannon_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static V log_mixture(const element<V>& e, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V log_mixture(const element<V>& e, const divergence_params& k) noexcept {
         return log_of(V(k.beta) * e.p + V(1 - k.beta) * e.q);
     }
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
         const V lm = log_mixture(e, k);
         sum[0] += product_unless_zero(e.p, e.lp - lm);
         sum[1] += product_unless_zero(e.q, e.lq - lm);
@@ -164,7 +164,7 @@ struct jensen_shannon_policy {
         return {k.beta * sum[0] + (1 - k.beta) * sum[1], sum[1]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
         return V(1 - k.beta) * product_unless_zero(e.q, e.lq - log_mixture(e, k) - V(r.a));
     }
 };
@@ -176,17 +176,17 @@ struct skew_kl_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static V mixture(const element<V>& e, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V mixture(const element<V>& e, const divergence_params& k) noexcept {
         return V(k.skew) * e.p + V(1 - k.skew) * e.q;
     }
     // p q / m, 0 where p or q is 0 (then m may be 0 too).
     template <class V>
-    static V overlap(const element<V>& e, const V& m) noexcept {
+    DISTILL_ALWAYS_INLINE static V overlap(const element<V>& e, const V& m) noexcept {
         const V pq = e.p * e.q, zero(0);
         return where(pq != zero, pq / m, zero);
     }
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
         const V m = mixture(e, k);
         sum[0] += product_unless_zero(e.p, e.lp - log_of(m));
         sum[1] += overlap(e, m);
@@ -196,7 +196,7 @@ struct skew_kl_policy {
         return {sum[0], sum[1]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
         return V(1 - k.skew) * (e.q * V(r.a) - overlap(e, mixture(e, k)));
     }
 };
@@ -208,11 +208,11 @@ struct skew_reverse_kl_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static V mixture(const element<V>& e, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V mixture(const element<V>& e, const divergence_params& k) noexcept {
         return V(1 - k.skew) * e.p + V(k.skew) * e.q;
     }
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
         const V m = mixture(e, k);
         sum[0] += product_unless_zero(e.q, e.lq - log_of(m));
         sum[1] += product_unless_zero(e.q, e.q / m);
@@ -222,7 +222,7 @@ struct skew_reverse_kl_policy {
         return {sum[0], sum[0], sum[1]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params& k) noexcept {
         const V m = mixture(e, k);
         return product_unless_zero(e.q, e.lq - log_of(m) - V(r.a) - V(k.skew) * (e.q / m - V(r.b)));
     }
@@ -235,12 +235,12 @@ struct total_variation_policy {
     static constexpr bool excludes_label = false;
 
     template <class V>
-    static V half_sign(const element<V>& e) noexcept {
+    DISTILL_ALWAYS_INLINE static V half_sign(const element<V>& e) noexcept {
         const V zero(0), half(0.5);
         return where(e.q > e.p, half, where(e.q < e.p, -half, zero));
     }
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
         sum[0] += abs_of(e.p - e.q);
         sum[1] += e.q * half_sign(e);
     }
@@ -249,7 +249,7 @@ struct total_variation_policy {
         return {0.5 * sum[0], sum[1]};
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
         return e.q * (half_sign(e) - V(r.a));
     }
 };
@@ -264,7 +264,7 @@ struct decoupled_kd_policy {
     static constexpr bool excludes_label = true;
 
     template <class V>
-    static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
+    DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
         sum[0] += e.q;
         sum[1] += e.p;
         sum[2] += product_unless_zero(e.p, e.lp - e.lq);
@@ -282,7 +282,7 @@ struct decoupled_kd_policy {
         return r;
     }
     template <class V>
-    static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
+    DISTILL_ALWAYS_INLINE static V gradient(const element<V>& e, const divergence_value& r, const divergence_params&) noexcept {
         return V(r.a) * e.q - V(r.b) * e.p;
     }
     static double label_gradient(const divergence_value& r) noexcept { return r.c; }

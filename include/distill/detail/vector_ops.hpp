@@ -5,6 +5,15 @@
 
 #include <cmath>
 
+// The kernels' small vector helpers must be inlined into the loops that call them: a call per
+// batch passes the batch through memory and costs more than the work. GCC and Clang otherwise
+// stop inlining once a loop body grows (a divergence's terms plus two exponentials).
+#if defined(__GNUC__) || defined(__clang__)
+#define DISTILL_ALWAYS_INLINE [[gnu::always_inline]] inline
+#else
+#define DISTILL_ALWAYS_INLINE inline
+#endif
+
 namespace distill::detail {
 
 template <class V>
@@ -13,29 +22,29 @@ struct vector_ops;  // specialised for double here and for xsimd::batch in simd/
 template <>
 struct vector_ops<double> {
     using scalar = double;
-    static double select(bool c, double a, double b) noexcept { return c ? a : b; }
-    static double log(double x) noexcept { return std::log(x); }
-    static double abs(double x) noexcept { return std::abs(x); }
+    DISTILL_ALWAYS_INLINE static double select(bool c, double a, double b) noexcept { return c ? a : b; }
+    DISTILL_ALWAYS_INLINE static double log(double x) noexcept { return std::log(x); }
+    DISTILL_ALWAYS_INLINE static double abs(double x) noexcept { return std::abs(x); }
 };
 
 // where(c, a, b): a where c holds, else b, lane by lane.
 template <class C, class V>
-V where(const C& c, const V& a, const V& b) noexcept {
+DISTILL_ALWAYS_INLINE V where(const C& c, const V& a, const V& b) noexcept {
     return vector_ops<V>::select(c, a, b);
 }
 template <class V>
-V log_of(const V& x) noexcept {
+DISTILL_ALWAYS_INLINE V log_of(const V& x) noexcept {
     return vector_ops<V>::log(x);
 }
 template <class V>
-V abs_of(const V& x) noexcept {
+DISTILL_ALWAYS_INLINE V abs_of(const V& x) noexcept {
     return vector_ops<V>::abs(x);
 }
 
 // a * b where a != 0, else 0: the 0 log 0 = 0 convention, which keeps 0 * (-inf) out of a sum
 // (`!= 0` rather than `> 0`, so that a NaN a still propagates).
 template <class V>
-V product_unless_zero(const V& a, const V& b) noexcept {
+DISTILL_ALWAYS_INLINE V product_unless_zero(const V& a, const V& b) noexcept {
     const V zero(0);
     return where(a != zero, a * b, zero);
 }

@@ -17,12 +17,13 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "../vector_ops.hpp"
 #include "compat.hpp"
 
 namespace distill::detail::simd {
 
 template <class Arch>
-inline xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>& x) noexcept {
+DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>& x) noexcept {
     using V = xsimd::batch<float, Arch>;
     // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in a part exact in float (hi) and the rest (lo)
     // so that n * hi is exact for |n| <= 127 (Cody & Waite 1980).
@@ -44,7 +45,7 @@ inline xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>
 }
 
 template <class Arch>
-inline xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
+DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
     using V = xsimd::batch<double, Arch>;
     // Where the ISA has no vector double -> int64 conversion (AVX2), xsimd converts round(x / ln2)
     // lane by lane in C++, which is undefined behaviour for -inf (masked classes, tail fill), NaN

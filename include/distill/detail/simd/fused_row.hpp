@@ -67,7 +67,7 @@ struct shaped_kernel {
     static constexpr T minus_inf = -std::numeric_limits<T>::infinity();
     static constexpr double minus_inf_d = -std::numeric_limits<double>::infinity();
 
-    static V r_from(const V& e_q, const V& shifted, const row_terms& k) noexcept {
+    DISTILL_ALWAYS_INLINE static V r_from(const V& e_q, const V& shifted, const row_terms& k) noexcept {
         if constexpr (Power == 0)
             return exp_nonpositive<Arch>(shifted);
         else
@@ -75,7 +75,7 @@ struct shaped_kernel {
     }
 
     // The teacher's values on the logit scale (log t for probabilities); a tail is filled with -inf.
-    static V teacher_at(const T* t, std::ptrdiff_t n, bool probabilities) noexcept {
+    DISTILL_ALWAYS_INLINE static V teacher_at(const T* t, std::ptrdiff_t n, bool probabilities) noexcept {
         return probabilities ? xsimd::log(load<Arch>(t, n, T(0))) : load<Arch>(t, n, minus_inf);
     }
 
@@ -151,7 +151,7 @@ struct shaped_kernel {
         hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C) noexcept
             : coef_r(static_cast<T>(k.hard_grad / st.zr)),
               uniform(static_cast<T>(k.hard_grad * k.smoothing / static_cast<double>(C))) {}
-        V at(const V& e_q, const V& shifted, const row_terms& k) const noexcept {
+        DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k) const noexcept {
             return xsimd::fms(coef_r, r_from(e_q, shifted, k), uniform);
         }
     };
@@ -202,7 +202,7 @@ struct shaped_kernel {
     };
 
     // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term.
-    static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n, const normalised_row& r,
+    DISTILL_ALWAYS_INLINE static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n, const normalised_row& r,
                                  bool probabilities, V& shifted, V& e_q) noexcept {
         shifted = load<Arch>(s + i, n, minus_inf) - r.shift_s;
         const V x = shifted * r.inv_t;

@@ -7,6 +7,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "../vector_ops.hpp"
 #include "compat.hpp"
 
 namespace distill::detail::simd {
@@ -29,14 +30,14 @@ inline constexpr std::ptrdiff_t flush_vectors = 32;
 
 // Full batch or tail: the kernels run tails through the same code with a neutral fill.
 template <class Arch, class T>
-inline xsimd::batch<T, Arch> load(const T* p, std::ptrdiff_t n, T fill) noexcept {
+DISTILL_ALWAYS_INLINE xsimd::batch<T, Arch> load(const T* p, std::ptrdiff_t n, T fill) noexcept {
     using V = xsimd::batch<T, Arch>;
     return n == static_cast<std::ptrdiff_t>(V::size) ? V::load_unaligned(p)
                                                      : load_partial<T, Arch>(p, static_cast<std::size_t>(n), fill);
 }
 
 template <class Arch, class T>
-inline void store(T* p, std::ptrdiff_t n, const xsimd::batch<T, Arch>& x) noexcept {
+DISTILL_ALWAYS_INLINE void store(T* p, std::ptrdiff_t n, const xsimd::batch<T, Arch>& x) noexcept {
     if (n == static_cast<std::ptrdiff_t>(xsimd::batch<T, Arch>::size))
         x.store_unaligned(p);
     else
@@ -54,7 +55,7 @@ inline void for_each_vector(std::ptrdiff_t begin, std::ptrdiff_t end, Body&& bod
 
 // x^n for a small whole n >= 1 by squaring.
 template <class V>
-inline V whole_power(V x, int n) noexcept {
+DISTILL_ALWAYS_INLINE V whole_power(V x, int n) noexcept {
     if (n == 1) return x;  // T = 1: r is q itself
     V result = (n & 1) ? x : V(1);
     for (n >>= 1; n > 0; n >>= 1) {

@@ -12,9 +12,9 @@ template <class T, class Arch>
 struct vector_ops<xsimd::batch<T, Arch>> {
     using V = xsimd::batch<T, Arch>;
     using scalar = T;
-    static V select(const xsimd::batch_bool<T, Arch>& c, const V& a, const V& b) noexcept { return xsimd::select(c, a, b); }
-    static V log(const V& x) noexcept { return xsimd::log(x); }
-    static V abs(const V& x) noexcept { return xsimd::abs(x); }
+    DISTILL_ALWAYS_INLINE static V select(const xsimd::batch_bool<T, Arch>& c, const V& a, const V& b) noexcept { return xsimd::select(c, a, b); }
+    DISTILL_ALWAYS_INLINE static V log(const V& x) noexcept { return xsimd::log(x); }
+    DISTILL_ALWAYS_INLINE static V abs(const V& x) noexcept { return xsimd::abs(x); }
 };
 
 }  // namespace distill::detail
