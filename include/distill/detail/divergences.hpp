@@ -122,14 +122,14 @@ struct forward_kl_policy {
     }
 };
 
-// KL(q || p) = sum_c q_c (lq_c - lp_c).  dD/dx = q (lq - lp - D).
+// KL(q || p) = sum_c q_c (lq_c - lp_c), summed as kl_term.  dD/dx = q (lq - lp - D).
 struct reverse_kl_policy {
     static constexpr int sum_count = 1;
     static constexpr bool excludes_label = false;
 
     template <class V>
     DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
-        sum[0] += product_unless_zero(e.q, e.lq - e.lp);
+        sum[0] += kl_term(e.q, e.p, e.lq, e.lp);  // >= 0 term by term, as for forward KL
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
                                    const label_element&) noexcept {
@@ -179,11 +179,11 @@ struct skew_kl_policy {
     DISTILL_ALWAYS_INLINE static V mixture(const element<V>& e, const divergence_params& k) noexcept {
         return V(k.skew) * e.p + V(1 - k.skew) * e.q;
     }
-    // p q / m, 0 where p or q is 0 (then m may be 0 too).
+    // p q / m, 0 where p or q is 0 (then m may be 0 too); NaN stays NaN (see product_unless_zero).
     template <class V>
     DISTILL_ALWAYS_INLINE static V overlap(const element<V>& e, const V& m) noexcept {
         const V pq = e.p * e.q, zero(0);
-        return where(pq != zero, pq / m, zero);
+        return where(pq == zero, zero, pq / m);
     }
     template <class V>
     DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {
@@ -234,10 +234,11 @@ struct total_variation_policy {
     static constexpr int sum_count = 2;
     static constexpr bool excludes_label = false;
 
+    // The comparisons are false for NaN; adding (q - p) * 0 carries a NaN on into the gradient.
     template <class V>
     DISTILL_ALWAYS_INLINE static V half_sign(const element<V>& e) noexcept {
         const V zero(0), half(0.5);
-        return where(e.q > e.p, half, where(e.q < e.p, -half, zero));
+        return where(e.q > e.p, half, where(e.q < e.p, -half, zero)) + (e.q - e.p) * zero;
     }
     template <class V>
     DISTILL_ALWAYS_INLINE static void accumulate(const element<V>& e, const divergence_params&, divergence_sums<V>& sum) noexcept {
@@ -276,7 +277,10 @@ struct decoupled_kd_policy {
         const double tckd = (y.p != 0 ? y.p * (y.lp - y.lq) : 0.0) + (P > 0 ? P * (std::log(P) - std::log(Q)) : 0.0);
         divergence_value r;
         r.value = k.target_weight * tckd + k.non_target_weight * nckd;
-        r.a = Q > 0 ? (k.target_weight * (Q - P) + k.non_target_weight) / Q : 0.0;  // coefficient of q
+        // NCKD is taken as 0 when the teacher leaves no mass outside the target (P = 0), and so is
+        // its share of the gradient.
+        const double non_target = P > 0 ? k.non_target_weight : 0.0;
+        r.a = Q > 0 ? (k.target_weight * (Q - P) + non_target) / Q : 0.0;  // coefficient of q
         r.b = P > 0 ? k.non_target_weight / P : 0.0;                                // coefficient of p
         r.c = k.target_weight * (P - Q);                                            // the label's gradient
         return r;

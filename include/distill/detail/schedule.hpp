@@ -246,7 +246,9 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     plan.piece_count = std::min<std::ptrdiff_t>(c.student.rows, max_pieces);
     // The cut depends on the shape alone, never on the executor: results stay bitwise the same.
     plan.blocks = backend<Isa>::template row_blocks<T>(c.student.cols);
-    if (c.student.rows > 0 && c.student.rows < max_pieces && plan.blocks > 1)
+    // Decoupled KD rows stay whole: a row whose non-target mass underflows is redone in double.
+    if (c.student.rows > 0 && c.student.rows < max_pieces && plan.blocks > 1 &&
+        !(k.soft && k.divergence == divergence_kind::decoupled_kd))
         plan.segments = std::min(plan.blocks, max_pieces / c.student.rows);
     return {};
 }

@@ -41,12 +41,13 @@ DISTILL_ALWAYS_INLINE V abs_of(const V& x) noexcept {
     return vector_ops<V>::abs(x);
 }
 
-// a * b where a != 0, else 0: the 0 log 0 = 0 convention, which keeps 0 * (-inf) out of a sum
-// (`!= 0` rather than `> 0`, so that a NaN a still propagates).
+// a * b where a != 0, else 0: the 0 log 0 = 0 convention, which keeps 0 * (-inf) out of a sum.
+// Written as `a == 0 ? 0 : a * b` so that a NaN a propagates: xsimd 8.1's `!=` on AVX and AVX-512
+// is an ordered compare, false for NaN.
 template <class V>
 DISTILL_ALWAYS_INLINE V product_unless_zero(const V& a, const V& b) noexcept {
     const V zero(0);
-    return where(a != zero, a * b, zero);
+    return where(a == zero, zero, a * b);
 }
 
 }  // namespace distill::detail

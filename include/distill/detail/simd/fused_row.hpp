@@ -30,6 +30,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "../divergences.hpp"
+#include "../reference/fused_row.hpp"
 #include "../row_statistics.hpp"
 #include "../row_terms.hpp"
 #include "exp.hpp"
@@ -356,8 +357,14 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
     const bool first_statistics = statistics_first<Policy>(k);
     const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, teacher_max_at);
     divergence_sums<double> sums{};
-    if (!first_statistics && student_defined(st) && teacher_defined(st, k))
+    if (!first_statistics && student_defined(st) && teacher_defined(st, k)) {
         sums = row_sums<Arch, Policy>(s, t, label, C, k, st, 0, blocks);
+        // Decoupled KD renormalises the non-target classes: where their mass underflows the kernel's
+        // type (the target ahead by more than ~87 T in float), the row is computed in double.
+        if constexpr (Policy::excludes_label)
+            if (C > 1 && (sums[0] == 0 || sums[1] == 0))
+                return reference::fused_row_with<Policy>(s, t, label, C, k, grad);
+    }
     divergence_value value;
     const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value);
     if (grad && out.student_defined && out.teacher_defined)
