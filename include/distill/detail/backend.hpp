@@ -58,16 +58,16 @@ struct backend<no_simd> {
     }
     template <class T>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, std::ptrdiff_t first,
-                                        std::ptrdiff_t last) noexcept {
+                                        const row_terms& k, const row_stats& st, const T*, const double*,
+                                        std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return reference::sums<Policy>(s, t, label, C, k, st, first, last);
         });
     }
     template <class T>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
-                               std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                               divergence_value& value) noexcept {
+                               std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
+                               const T*, const double*) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return detail::row_loss<Policy>(st, sums, false, s, t, label, C, k, value);
         });
@@ -111,20 +111,22 @@ struct backend {
             return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, teacher_max_at);
         });
     }
+    // `parked` (the row's gradient buffer, or null) holds the teacher's e_p from sweep 1.
     template <class T>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, std::ptrdiff_t first,
+                                        const row_terms& k, const row_stats& st, const T* parked,
+                                        const double* teacher_max_at, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, first, last);
+            return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
         });
     }
     template <class T>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
-                               std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                               divergence_value& value) noexcept {
+                               std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
+                               const T* parked, const double* teacher_max_at) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value);
+            return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, parked, teacher_max_at);
         });
     }
     template <class T>

@@ -276,7 +276,9 @@ struct decoupled_kd_policy {
         const double nckd = P > 0 ? A / P - std::log(P) + std::log(Q) : 0.0;
         const double tckd = (y.p != 0 ? y.p * (y.lp - y.lq) : 0.0) + (P > 0 ? P * (std::log(P) - std::log(Q)) : 0.0);
         divergence_value r;
-        r.value = k.target_weight * tckd + k.non_target_weight * nckd;
+        // A weight of 0 leaves its term out (0 * inf would be NaN where the other part is +inf).
+        r.value = (k.target_weight != 0 ? k.target_weight * tckd : 0.0) +
+                  (k.non_target_weight != 0 ? k.non_target_weight * nckd : 0.0);
         // NCKD is taken as 0 when the teacher leaves no mass outside the target (P = 0), and so is
         // its share of the gradient.
         const double non_target = P > 0 ? k.non_target_weight : 0.0;

@@ -145,9 +145,10 @@ template <class Isa, class T, class Label>
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
         if (!row_defined(plan, s.row)) continue;
-        plan.segment_sums[static_cast<std::size_t>(w)] =
-            backend<Isa>::sums(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), c.student.cols,
-                               plan.terms, plan.merged[static_cast<std::size_t>(s.row)], s.first, s.last);
+        const auto at = static_cast<std::size_t>(s.row);
+        plan.segment_sums[static_cast<std::size_t>(w)] = backend<Isa>::sums(
+            c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), c.student.cols, plan.terms,
+            plan.merged[at], plan.grad_row(s.row), plan.teacher_max_at[at].data(), s.first, s.last);
     }
 }
 
@@ -197,8 +198,8 @@ void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
                 sums = merge(sums, plan.segment_sums[static_cast<std::size_t>(i * plan.segments + j)]);
             row_loss = record_row(plan, plan.pieces[at], i,
                                   backend<Isa>::row_loss(plan.merged[at], sums, c.student.row(i), plan.teacher_row(i),
-                                                         plan.label_of(i), c.student.cols, plan.terms,
-                                                         plan.values[at]));
+                                                         plan.label_of(i), c.student.cols, plan.terms, plan.values[at],
+                                                         plan.grad_row(i), plan.teacher_max_at[at].data()));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
     }

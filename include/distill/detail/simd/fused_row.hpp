@@ -100,7 +100,7 @@ struct shaped_kernel {
                 if constexpr (Soft) vmt = xsimd::max(vmt, teacher_at(t + i, n, probabilities));
             });
             rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
-            if constexpr (StatisticsFirst) teacher_max_at[b] = st.mt;
+            if (grad) teacher_max_at[b] = st.mt;
 
             const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
@@ -124,10 +124,8 @@ struct shaped_kernel {
                         const V y = (teacher_at(t + i, n, probabilities) - shift_t) * v_teacher_inv_t;
                         const V e_p = exp_nonpositive<Arch>(y);
                         part_zp += e_p;
-                        if constexpr (StatisticsFirst) {
-                            part_acc += forward_kl_policy::term(x, y, e_p, zero, select);
-                            if (grad) store<Arch>(grad + i, n, e_p);
-                        }
+                        if constexpr (StatisticsFirst) part_acc += forward_kl_policy::term(x, y, e_p, zero, select);
+                        if (grad) store<Arch>(grad + i, n, e_p);
                     }
                 });
                 st.zq += reduce_add(part_zq);
@@ -202,72 +200,105 @@ struct shaped_kernel {
               inv_zq(static_cast<T>(1 / st.zq)), inv_zp(static_cast<T>(1 / st.zp)) {}
     };
 
-    // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term.
-    DISTILL_ALWAYS_INLINE static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n, const normalised_row& r,
-                                 bool probabilities, V& shifted, V& e_q) noexcept {
+    // Where p comes from in the normalised sweeps: the e_p that sweep 1 parked in the gradient
+    // buffer, brought to the row's teacher max per block (no exponential), or, for loss() without
+    // a buffer, its own exponential.
+    struct teacher_source {
+        const T* parked;                  // null: recompute
+        const double* teacher_max_at;     // per block, the max the parked values are relative to
+        double mt, teacher_inv_t, inv_zp;
+        V p_factor(std::ptrdiff_t b) const noexcept {
+            const double at = teacher_max_at[b];  // a block of all -inf teacher values parked zeros
+            return V(static_cast<T>(at != minus_inf_d ? std::exp((at - mt) * teacher_inv_t) * inv_zp : 0.0));
+        }
+    };
+
+    // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term. p_factor is
+    // teacher_source::p_factor of the element's block when p is parked.
+    DISTILL_ALWAYS_INLINE static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n,
+                                                       const normalised_row& r, bool probabilities, const T* parked,
+                                                       const V& p_factor, V& shifted, V& e_q) noexcept {
         shifted = load<Arch>(s + i, n, minus_inf) - r.shift_s;
         const V x = shifted * r.inv_t;
         e_q = exp_nonpositive<Arch>(x);
         const V y = (teacher_at(t + i, n, probabilities) - r.shift_t) * r.teacher_inv_t;
-        const V e_p = exp_nonpositive<Arch>(y);
-        return {x - r.log_zq, y - r.log_zp, e_q * r.inv_zq, e_p * r.inv_zp};
+        const V p = parked ? load<Arch>(parked + i, n, T(0)) * p_factor : exp_nonpositive<Arch>(y) * r.inv_zp;
+        return {x - r.log_zq, y - r.log_zp, e_q * r.inv_zq, p};
+    }
+
+    // Calls body(begin, end, b) for the columns of each block b in [first, last), leaving out the
+    // label's column when the policy treats it apart.
+    template <class Policy, class Body>
+    static void for_each_block(std::ptrdiff_t C, std::int64_t label, std::ptrdiff_t first, std::ptrdiff_t last,
+                               Body&& body) noexcept {
+        const std::ptrdiff_t block = block_length(C, W);
+        for (std::ptrdiff_t b = first; b < last; ++b) {
+            const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
+            if (Policy::excludes_label && label >= begin && label < end) {
+                body(begin, static_cast<std::ptrdiff_t>(label), b);
+                body(static_cast<std::ptrdiff_t>(label) + 1, end, b);
+            } else {
+                body(begin, end, b);
+            }
+        }
     }
 
     // Sweep 2 over blocks [first, last): the policy's sums over normalised p and q.
     template <class Policy>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, std::ptrdiff_t first,
+                                        const row_terms& k, const row_stats& st, const T* parked,
+                                        const double* teacher_max_at, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         const normalised_row row(st, k);
+        const teacher_source source{parked, teacher_max_at, st.mt, k.teacher_inv_temperature, 1 / st.zp};
         const bool probabilities = k.teacher_probabilities;
         divergence_sums<double> total{};
-        const auto sum_range = [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+        for_each_block<Policy>(C, label, first, last, [&](std::ptrdiff_t begin, std::ptrdiff_t end, std::ptrdiff_t b) {
+            const V p_factor = parked ? source.p_factor(b) : V(T(0));
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 divergence_sums<V> part{V(T(0)), V(T(0)), V(T(0))};
                 for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                     V shifted, e_q;
-                    Policy::accumulate(element_at(s, t, i, n, row, probabilities, shifted, e_q), k.params, part);
+                    Policy::accumulate(element_at(s, t, i, n, row, probabilities, parked, p_factor, shifted, e_q),
+                                       k.params, part);
                 });
                 for (int j = 0; j < Policy::sum_count; ++j) total[j] += reduce_add(part[j]);
             }
-        };
-        const std::ptrdiff_t block = block_length(C, W);
-        const std::ptrdiff_t begin = first * block, end = std::min(C, last * block);
-        if (Policy::excludes_label && label >= begin && label < end) {
-            sum_range(begin, label);
-            sum_range(label + 1, end);
-        } else {
-            sum_range(begin, end);
-        }
+        });
         return total;
     }
 
-    // Sweep 3 over blocks [first, last): g = soft_grad dD/dx + hard_grad (r - target).
+    // Sweep 3 over blocks [first, last): g = soft_grad dD/dx + hard_grad (r - target), reading p
+    // from the gradient buffer (where sweep 1 parked it) just before writing the gradient there.
     template <class Policy>
     static void normalised_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                     const row_stats& st, const divergence_value& value, T* grad,
-                                    std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+                                    std::ptrdiff_t first, std::ptrdiff_t last, const double* teacher_max_at) noexcept {
         const normalised_row row(st, k);
+        const teacher_source source{grad, teacher_max_at, st.mt, k.teacher_inv_temperature, 1 / st.zp};
         const bool probabilities = k.teacher_probabilities;
         const V soft_grad(static_cast<T>(k.soft_grad));
         const hard_part hard(k, st, C);
         const std::ptrdiff_t block = block_length(C, W);
-        const std::ptrdiff_t begin = first * block, end = std::min(C, last * block);
-        for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
-            V shifted, e_q;
-            const element<V> e = element_at(s, t, i, n, row, probabilities, shifted, e_q);
-            V g = soft_grad * Policy::gradient(e, value, k.params);
-            if constexpr (Hard) g += hard.at(e_q, shifted, k);
-            store<Arch>(grad + i, n, g);
-        });
-        subtract_label_target(grad, label, begin, end, k);
-        if constexpr (Policy::excludes_label) {
-            if (label >= begin && label < end) {
-                double g = k.soft_grad * Policy::label_gradient(value);
-                if constexpr (Hard)
-                    g += k.hard_grad * (std::exp(static_cast<double>(s[label]) - st.ms) / st.zr - (1 - k.smoothing) -
-                                        k.smoothing / static_cast<double>(C));
-                grad[label] = static_cast<T>(g);
+        for (std::ptrdiff_t b = first; b < last; ++b) {
+            const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
+            const V p_factor = source.p_factor(b);
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                V shifted, e_q;
+                const element<V> e = element_at(s, t, i, n, row, probabilities, grad, p_factor, shifted, e_q);
+                V g = soft_grad * Policy::gradient(e, value, k.params);
+                if constexpr (Hard) g += hard.at(e_q, shifted, k);
+                store<Arch>(grad + i, n, g);
+            });
+            subtract_label_target(grad, label, begin, end, k);
+            if constexpr (Policy::excludes_label) {
+                if (label >= begin && label < end) {
+                    double g = k.soft_grad * Policy::label_gradient(value);
+                    if constexpr (Hard)
+                        g += k.hard_grad * (std::exp(static_cast<double>(s[label]) - st.ms) / st.zr -
+                                            (1 - k.smoothing) - k.smoothing / static_cast<double>(C));
+                    grad[label] = static_cast<T>(g);
+                }
             }
         }
     }
@@ -310,9 +341,11 @@ row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_ter
 
 template <class Arch, class Policy, class T>
 divergence_sums<double> row_sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                 const row_stats& st, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
-    return with_normalised_kernel<Arch, T>(
-        k, [&]<class K>() { return K::template sums<Policy>(s, t, label, C, k, st, first, last); });
+                                 const row_stats& st, const T* parked, const double* teacher_max_at,
+                                 std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+    return with_normalised_kernel<Arch, T>(k, [&]<class K>() {
+        return K::template sums<Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
+    });
 }
 
 template <class Arch, class Policy, class T>
@@ -324,7 +357,7 @@ void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, 
             k, [&]<class K>() { K::gradient(s, label, C, k, st, grad, first, last, teacher_max_at); });
     else
         with_normalised_kernel<Arch, T>(k, [&]<class K>() {
-            K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last);
+            K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
         });
 }
 
@@ -332,14 +365,16 @@ void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, 
 // value is recomputed from its terms (one more sweep) when it is too close to 0 to be trusted.
 template <class Arch, class Policy, class T>
 row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
-                    std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value) noexcept {
+                    std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
+                    const T* parked, const double* teacher_max_at) noexcept {
     const bool first_statistics = statistics_first<Policy>(k);
     row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
     if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
         if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
             forward_kl_policy::worth_terms<T>(out.divergence, st.acc, st.zq, st.zp)) {
             const divergence_sums<double> terms =
-                row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, 0, row_blocks<Arch, T>(C));
+                row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, teacher_max_at, 0,
+                                                  row_blocks<Arch, T>(C));
             value = forward_kl_policy::finish(terms, k.params, {});
             out.divergence = value.value;
         }
@@ -358,7 +393,7 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
     const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, teacher_max_at);
     divergence_sums<double> sums{};
     if (!first_statistics && student_defined(st) && teacher_defined(st, k)) {
-        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, 0, blocks);
+        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, grad, teacher_max_at, 0, blocks);
         // Decoupled KD renormalises the non-target classes: where their mass underflows the kernel's
         // type (the target ahead by more than ~87 T in float), the row is computed in double.
         if constexpr (Policy::excludes_label)
@@ -366,7 +401,7 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
                 return reference::fused_row_with<Policy>(s, t, label, C, k, grad);
     }
     divergence_value value;
-    const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value);
+    const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, grad, teacher_max_at);
     if (grad && out.student_defined && out.teacher_defined)
         row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, 0, blocks, teacher_max_at);
     return out;
