@@ -41,6 +41,8 @@ struct row_terms {
     divergence_kind divergence = divergence_kind::forward_kl;
     divergence_params params;
     double smoothing = 0;            // label smoothing eps
+    bool grad_in_place = false;      // the gradient is written over the student logits: nothing
+                                     // may be parked in it, so sweep 1's e_p is recomputed later
     double soft_grad = 0;            // gradient coefficient of d D / d(s / T)
     double hard_grad = 0;            // gradient coefficient of d CE / ds = r - target
 

@@ -44,6 +44,7 @@ struct loss_plan {
     double soft_loss_weight = 0, hard_loss_weight = 0;  // alpha T^2 (or alpha) and 1 - alpha
     double weight = 1;                                  // the reduction, as a factor on every row
     std::int64_t counted = 0;                           // rows taking part
+    double weight_sum = 0;                              // their weights' sum
     bool needs_sums = false;                            // a normalise-first divergence: sweep 2 sums
     std::ptrdiff_t piece_count = 0;
     std::array<piece_result, max_pieces> pieces{};
@@ -63,6 +64,15 @@ struct loss_plan {
     const T* teacher_row(std::ptrdiff_t i) const noexcept { return call->has_teacher ? call->teacher.row(i) : nullptr; }
     T* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
+    // Row i's kernel constants: the call's, with the gradient scaled by the row's weight.
+    row_terms terms_of(std::ptrdiff_t i) const noexcept {
+        if (call->rows.weights.empty()) return terms;
+        row_terms k = terms;
+        const double w = row_weight(*call, i);
+        k.soft_grad *= w;
+        k.hard_grad *= w;
+        return k;
+    }
 };
 
 // Adds row i's result to its piece and returns the row's (weighted-by-alpha) loss; an undefined
@@ -74,8 +84,9 @@ double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::pt
         if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
         return 0;
     }
-    const double soft = plan.terms.soft ? plan.soft_loss_weight * rr.divergence : 0.0;
-    const double hard = plan.terms.hard ? plan.hard_loss_weight * rr.ce : 0.0;
+    const double w = row_weight(*plan.call, i);
+    const double soft = plan.terms.soft ? w * (plan.soft_loss_weight * rr.divergence) : 0.0;
+    const double hard = plan.terms.hard ? w * (plan.hard_loss_weight * rr.ce) : 0.0;
     r.soft += soft;
     r.hard += hard;
     return soft + hard;
@@ -99,7 +110,7 @@ template <class Isa, class T, class Label>
             } else {
                 row_loss = record_row(plan, r, i,
                                       backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i), plan.label_of(i),
-                                                              C, plan.terms, g));
+                                                              C, plan.terms_of(i), g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = row_loss;
         }
@@ -168,7 +179,7 @@ template <class Isa, class T, class Label>
         }
         if (!row_defined(plan, s.row)) continue;  // refused rows are left as they are
         const auto at = static_cast<std::size_t>(s.row);
-        backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms,
+        backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms_of(s.row),
                                plan.merged[at], plan.values[at], g, s.first, s.last, plan.teacher_max_at[at].data());
     }
 }
@@ -210,7 +221,7 @@ template <class Isa, class T, class Label>
 status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<Isa, T, Label>& plan) noexcept {
     if (status s = check_options(o); !s) return s;
     if (status s = check_shapes(o, c); !s) return s;
-    if (status s = count_rows(o, c, plan.counted); !s) return s;
+    if (status s = count_rows(o, c, plan.counted, plan.weight_sum); !s) return s;
     row_terms& k = plan.terms;
     k.soft = soft_active(o) && c.has_teacher;
     k.hard = hard_active(o) && !c.labels.empty();
@@ -223,7 +234,7 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
                 return s;
     }
     double& weight = plan.weight;
-    if (o.reduce == reduction::mean) weight = plan.counted > 0 ? 1.0 / static_cast<double>(plan.counted) : 0.0;
+    if (o.reduce == reduction::mean) weight = plan.weight_sum > 0 ? 1.0 / plan.weight_sum : 0.0;
     if (o.reduce == reduction::divide_by) weight = 1.0 / o.normalizer;
 
     // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
@@ -232,6 +243,7 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     k.teacher_inv_temperature = o.teacher == teacher_input::logits ? k.inv_temperature : 1.0;
     k.teacher_probabilities = o.teacher == teacher_input::probabilities;
     k.integer_temperature = whole_temperature(k.temperature);
+    k.grad_in_place = c.has_grad && c.grad.data == c.student.data && c.student.rows > 0;
     k.divergence = o.divergence;
     k.params = o.params;
     k.smoothing = k.hard ? o.label_smoothing : 0.0;
@@ -273,6 +285,7 @@ status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexce
     out.hard = plan.weight * hard_sum;
     out.total = out.soft + out.hard;
     out.rows_counted = plan.counted;
+    out.weight_sum = plan.weight_sum;
     return {};
 }
 

@@ -65,6 +65,12 @@ bool overlaps(const matrix_view<T>& a, const matrix_view<const T>& b) noexcept {
     return std::less<const T*>{}(a.data, b_end) && std::less<const T*>{}(b.data, a_end);
 }
 
+// Whether two views are the very same elements: the gradient written over the student logits.
+template <class T>
+bool same_view(const matrix_view<T>& a, const matrix_view<const T>& b) noexcept {
+    return a.data == b.data && a.rows == b.rows && a.cols == b.cols && (a.rows <= 1 || a.row_stride == b.row_stride);
+}
+
 // Which terms a call computes: the divergence unless alpha is 0, the cross-entropy unless alpha is
 // 1 (a term weighted by 0 is left out, not computed and multiplied by 0).
 inline bool soft_active(const loss_config& o) noexcept { return o.soft_term && (!o.hard_term || o.alpha > 0); }
@@ -107,13 +113,21 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
         return status::error(errc::invalid_argument,
                              "%s: gradient buffer is %td x %td but student logits are %td x %td; they must match",
                              o.loss_name, c.grad.rows, c.grad.cols, N, C);
-    if (overlaps(c.grad, c.student) || overlaps(c.grad, c.teacher))
+    // The gradient may be the student logits themselves (in place), never a part of them or of
+    // the teacher's values.
+    const bool in_place = c.has_grad && same_view(c.grad, c.student);
+    if ((!in_place && overlaps(c.grad, c.student)) || overlaps(c.grad, c.teacher))
         return status::error(errc::invalid_argument,
-                             "%s: the gradient buffer overlaps the %s logits; it must be a separate buffer",
-                             o.loss_name, overlaps(c.grad, c.student) ? "student" : "teacher");
+                             "%s: the gradient buffer overlaps the %s logits; it must be a separate buffer or the "
+                             "student logits themselves",
+                             o.loss_name, overlaps(c.grad, c.teacher) ? "teacher" : "student");
     if (!c.rows.mask.empty() && static_cast<std::ptrdiff_t>(c.rows.mask.size()) != N)
         return status::error(errc::invalid_argument, "%s: per_row.mask has %zu entries but the logits have %td rows",
                              o.loss_name, c.rows.mask.size(), N);
+    if (!c.rows.weights.empty() && static_cast<std::ptrdiff_t>(c.rows.weights.size()) != N)
+        return status::error(errc::invalid_argument,
+                             "%s: per_row.weights has %zu entries but the logits have %td rows", o.loss_name,
+                             c.rows.weights.size(), N);
     if (!c.rows.losses.empty() && static_cast<std::ptrdiff_t>(c.rows.losses.size()) != N)
         return status::error(errc::invalid_argument,
                              "%s: per_row.losses has %zu entries but the logits have %td rows",
@@ -124,20 +138,37 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
     return {};
 }
 
-// Whether row i takes part: its label is not ignore_index and the row mask keeps it.
+// Whether row i takes part: its label is not ignore_index, the row mask keeps it and its weight is
+// not 0.
 template <class T, class Label>
 bool row_counts(const loss_call<T, Label>& c, std::int64_t ignore_index, std::ptrdiff_t i) noexcept {
     const auto at = static_cast<std::size_t>(i);
     return !(!c.labels.empty() && static_cast<std::int64_t>(c.labels[at]) == ignore_index) &&
-           !(!c.rows.mask.empty() && c.rows.mask[at] == 0);
+           !(!c.rows.mask.empty() && c.rows.mask[at] == 0) && !(!c.rows.weights.empty() && c.rows.weights[at] == 0);
 }
 
-// Validates the labels and counts the rows that take part (not ignore_index, not masked out).
+// Row i's weight (1 without weights).
 template <class T, class Label>
-status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted) noexcept {
+double row_weight(const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
+    return c.rows.weights.empty() ? 1.0 : static_cast<double>(c.rows.weights[static_cast<std::size_t>(i)]);
+}
+
+// Validates the labels and the row weights and counts the rows that take part (not ignore_index,
+// not masked out, weight not 0) and their weights.
+template <class T, class Label>
+status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted,
+                  double& weight_sum) noexcept {
     const auto N = c.student.rows, C = c.student.cols;
     counted = 0;
+    weight_sum = 0;
     for (std::ptrdiff_t i = 0; i < N; ++i) {
+        if (!c.rows.weights.empty()) {
+            const float w = c.rows.weights[static_cast<std::size_t>(i)];
+            if (!(w >= 0) || !std::isfinite(w))
+                return status::error(errc::invalid_argument,
+                                     "%s: per_row.weights[%td] is %g; row weights must be finite and >= 0",
+                                     o.loss_name, i, static_cast<double>(w));
+        }
         if (!c.labels.empty()) {
             const auto y = static_cast<std::int64_t>(c.labels[static_cast<std::size_t>(i)]);
             if (y == o.ignore_index) continue;
@@ -148,7 +179,7 @@ status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64
                                      o.loss_name, static_cast<long long>(y), i, C,
                                      static_cast<long long>(o.ignore_index));
         }
-        if (row_counts(c, o.ignore_index, i)) ++counted;
+        if (row_counts(c, o.ignore_index, i)) ++counted, weight_sum += row_weight(c, i);
     }
     return {};
 }

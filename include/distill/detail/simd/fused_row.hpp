@@ -125,7 +125,7 @@ struct shaped_kernel {
                         const V e_p = exp_nonpositive<Arch>(y);
                         part_zp += e_p;
                         if constexpr (StatisticsFirst) part_acc += forward_kl_policy::term(x, y, e_p, zero, select);
-                        if (grad) store<Arch>(grad + i, n, e_p);
+                        if (grad && !k.grad_in_place) store<Arch>(grad + i, n, e_p);
                     }
                 });
                 st.zq += reduce_add(part_zq);
@@ -161,8 +161,9 @@ struct shaped_kernel {
     }
 
     // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics.
-    static void gradient(const T* s, std::int64_t label, std::ptrdiff_t C, const row_terms& k, const row_stats& st,
-                         T* grad, std::ptrdiff_t first, std::ptrdiff_t last, const double* teacher_max_at) noexcept {
+    static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                         const row_stats& st, T* grad, std::ptrdiff_t first, std::ptrdiff_t last,
+                         const double* teacher_max_at) noexcept {
         const V v_inv_t(static_cast<T>(k.inv_temperature)), zero(T(0));
         const V coef_q(static_cast<T>(k.soft_grad / st.zq));
         const hard_part hard(k, st, C);
@@ -170,17 +171,13 @@ struct shaped_kernel {
         const std::ptrdiff_t block = block_length(C, W);
         for (std::ptrdiff_t b = first; b < last; ++b) {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
-            // p = e_p(parked) * exp((block's shift - mt) / T) / Z_p; a block whose teacher logits were
-            // all -inf parked zeros, and its factor must not be exp(+large) * 0.
-            const double at = teacher_max_at[b];
-            const V coef_p(static_cast<T>(Soft && at != minus_inf_d
-                                              ? k.soft_grad * std::exp((at - st.mt) * k.teacher_inv_temperature) / st.zp
-                                              : 0.0));
+            // soft_grad p = soft_grad e_p(sweep 1) exp((block's shift - mt) / T) / Z_p.
+            const parked_teacher teacher(grad, t, k, st, Soft ? teacher_max_at[b] : minus_inf_d, k.soft_grad / st.zp);
             for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                 const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
                 const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
                 V g = zero;
-                if constexpr (Soft) g = xsimd::fnma(coef_p, load<Arch>(grad + i, n, T(0)), coef_q * e_q);
+                if constexpr (Soft) g = xsimd::fnma(teacher.factor, teacher.e_p(i, n), coef_q * e_q);
                 if constexpr (Hard) g += hard.at(e_q, shifted, k);
                 store<Arch>(grad + i, n, g);
             });
@@ -200,29 +197,40 @@ struct shaped_kernel {
               inv_zq(static_cast<T>(1 / st.zq)), inv_zp(static_cast<T>(1 / st.zp)) {}
     };
 
-    // Where p comes from in the normalised sweeps: the e_p that sweep 1 parked in the gradient
-    // buffer, brought to the row's teacher max per block (no exponential), or, for loss() without
-    // a buffer, its own exponential.
-    struct teacher_source {
-        const T* parked;                  // null: recompute
-        const double* teacher_max_at;     // per block, the max the parked values are relative to
-        double mt, teacher_inv_t, inv_zp;
-        V p_factor(std::ptrdiff_t b) const noexcept {
-            const double at = teacher_max_at[b];  // a block of all -inf teacher values parked zeros
-            return V(static_cast<T>(at != minus_inf_d ? std::exp((at - mt) * teacher_inv_t) * inv_zp : 0.0));
+    // Where sweep 1's e_p comes from in the later sweeps of block b: read back from the gradient
+    // buffer where it was parked, or, when the gradient is written over the student logits (nothing
+    // may be parked there), recomputed by the very operations of sweep 1 (the block's shift, the
+    // same rounding), so that in place and out of place give the same bits. `factor` brings it to
+    // the row's teacher max: exp((block's max - row max) / T_t), over Z_p in the normalised sweeps.
+    struct parked_teacher {
+        const T* parked;   // the gradient buffer, or null when recomputing
+        const T* t;
+        bool probabilities;
+        V shift, teacher_inv_t, factor;
+        parked_teacher(const T* grad, const T* teacher, const row_terms& k, const row_stats& st, double at,
+                       double scale) noexcept
+            : parked(k.grad_in_place ? nullptr : grad), t(teacher), probabilities(k.teacher_probabilities),
+              shift(static_cast<T>(shift_of(at))), teacher_inv_t(static_cast<T>(k.teacher_inv_temperature)),
+              // a block whose teacher values were all -inf parked zeros: its factor must not be exp(+large)
+              factor(static_cast<T>(at != minus_inf_d ? scale * std::exp((at - st.mt) * k.teacher_inv_temperature)
+                                                      : 0.0)) {}
+        DISTILL_ALWAYS_INLINE V e_p(std::ptrdiff_t i, std::ptrdiff_t n) const noexcept {
+            if (parked) return load<Arch>(parked + i, n, T(0));
+            return exp_nonpositive<Arch>((teacher_at(t + i, n, probabilities) - shift) * teacher_inv_t);
         }
     };
 
-    // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term. p_factor is
-    // teacher_source::p_factor of the element's block when p is parked.
+    // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term. p is sweep 1's
+    // e_p times the block's factor when `teacher` is given, else its own exponential (loss() without
+    // a gradient buffer).
     DISTILL_ALWAYS_INLINE static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n,
-                                                       const normalised_row& r, bool probabilities, const T* parked,
-                                                       const V& p_factor, V& shifted, V& e_q) noexcept {
+                                                       const normalised_row& r, bool probabilities,
+                                                       const parked_teacher* teacher, V& shifted, V& e_q) noexcept {
         shifted = load<Arch>(s + i, n, minus_inf) - r.shift_s;
         const V x = shifted * r.inv_t;
         e_q = exp_nonpositive<Arch>(x);
         const V y = (teacher_at(t + i, n, probabilities) - r.shift_t) * r.teacher_inv_t;
-        const V p = parked ? load<Arch>(parked + i, n, T(0)) * p_factor : exp_nonpositive<Arch>(y) * r.inv_zp;
+        const V p = teacher ? teacher->e_p(i, n) * teacher->factor : exp_nonpositive<Arch>(y) * r.inv_zp;
         return {x - r.log_zq, y - r.log_zp, e_q * r.inv_zq, p};
     }
 
@@ -250,17 +258,17 @@ struct shaped_kernel {
                                         const double* teacher_max_at, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         const normalised_row row(st, k);
-        const teacher_source source{parked, teacher_max_at, st.mt, k.teacher_inv_temperature, 1 / st.zp};
         const bool probabilities = k.teacher_probabilities;
         divergence_sums<double> total{};
         for_each_block<Policy>(C, label, first, last, [&](std::ptrdiff_t begin, std::ptrdiff_t end, std::ptrdiff_t b) {
-            const V p_factor = parked ? source.p_factor(b) : V(T(0));
+            // `parked` is the gradient buffer (null for loss()): sweep 1 left e_p there, or recomputes it.
+            const parked_teacher teacher(parked, t, k, st, parked ? teacher_max_at[b] : 0.0, 1 / st.zp);
+            const parked_teacher* source = parked ? &teacher : nullptr;
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 divergence_sums<V> part{V(T(0)), V(T(0)), V(T(0))};
                 for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                     V shifted, e_q;
-                    Policy::accumulate(element_at(s, t, i, n, row, probabilities, parked, p_factor, shifted, e_q),
-                                       k.params, part);
+                    Policy::accumulate(element_at(s, t, i, n, row, probabilities, source, shifted, e_q), k.params, part);
                 });
                 for (int j = 0; j < Policy::sum_count; ++j) total[j] += reduce_add(part[j]);
             }
@@ -275,17 +283,20 @@ struct shaped_kernel {
                                     const row_stats& st, const divergence_value& value, T* grad,
                                     std::ptrdiff_t first, std::ptrdiff_t last, const double* teacher_max_at) noexcept {
         const normalised_row row(st, k);
-        const teacher_source source{grad, teacher_max_at, st.mt, k.teacher_inv_temperature, 1 / st.zp};
         const bool probabilities = k.teacher_probabilities;
         const V soft_grad(static_cast<T>(k.soft_grad));
         const hard_part hard(k, st, C);
         const std::ptrdiff_t block = block_length(C, W);
+        // In place, the label's logit is read before its block is overwritten.
+        const double s_label = Policy::excludes_label && Hard && label >= first * block && label < last * block
+                                   ? static_cast<double>(s[label])
+                                   : 0.0;
         for (std::ptrdiff_t b = first; b < last; ++b) {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
-            const V p_factor = source.p_factor(b);
+            const parked_teacher teacher(grad, t, k, st, teacher_max_at[b], 1 / st.zp);
             for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                 V shifted, e_q;
-                const element<V> e = element_at(s, t, i, n, row, probabilities, grad, p_factor, shifted, e_q);
+                const element<V> e = element_at(s, t, i, n, row, probabilities, &teacher, shifted, e_q);
                 V g = soft_grad * Policy::gradient(e, value, k.params);
                 if constexpr (Hard) g += hard.at(e_q, shifted, k);
                 store<Arch>(grad + i, n, g);
@@ -295,7 +306,7 @@ struct shaped_kernel {
                 if (label >= begin && label < end) {
                     double g = k.soft_grad * Policy::label_gradient(value);
                     if constexpr (Hard)
-                        g += k.hard_grad * (std::exp(static_cast<double>(s[label]) - st.ms) / st.zr -
+                        g += k.hard_grad * (std::exp(s_label - st.ms) / st.zr -
                                             (1 - k.smoothing) - k.smoothing / static_cast<double>(C));
                     grad[label] = static_cast<T>(g);
                 }
@@ -354,7 +365,7 @@ void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, 
                   std::ptrdiff_t last, const double* teacher_max_at) noexcept {
     if (statistics_first<Policy>(k))
         with_statistics_first_kernel<Arch, T>(
-            k, [&]<class K>() { K::gradient(s, label, C, k, st, grad, first, last, teacher_max_at); });
+            k, [&]<class K>() { K::gradient(s, t, label, C, k, st, grad, first, last, teacher_max_at); });
     else
         with_normalised_kernel<Arch, T>(k, [&]<class K>() {
             K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
