@@ -37,53 +37,84 @@ template <class X>
 inline constexpr bool is_eigen_tensor =
     std::is_base_of_v<Eigen::TensorBase<X, Eigen::ReadOnlyAccessors>, X>;
 
+// Tensors that own or map memory; every other TensorBase (s * 2.0f, t.chip(0, 0), a TensorRef that
+// may wrap an expression) is an unevaluated expression.
+template <class X>
+struct is_tensor_storage : std::false_type {};
+template <class S, int R, int O, class I>
+struct is_tensor_storage<Eigen::Tensor<S, R, O, I>> : std::true_type {};
+template <class S, class Dims, int O, class I>
+struct is_tensor_storage<Eigen::TensorFixedSize<S, Dims, O, I>> : std::true_type {};
+template <class P, int O, template <class> class MP>
+struct is_tensor_storage<Eigen::TensorMap<P, O, MP>> : std::true_type {};
+
 template <class X>
 using logits_scalar_t = std::remove_const_t<typename std::remove_cvref_t<X>::Scalar>;
 
 // Builds the view of `x`; `name` is the argument's name for error messages.
 // Writable == true asks for an output (a gradient or softmax buffer).
+// Each refusal is its own branch, so that a refused type gets the static_assert and nothing else.
 template <bool Writable, class X>
 status make_view(X& x, const char* name,
                  matrix_view<std::conditional_t<Writable, logits_scalar_t<X>, const logits_scalar_t<X>>>& out) noexcept {
     using D = std::remove_cvref_t<X>;
     if constexpr (is_eigen_dense<D>) {
-        static_assert(bool(D::Flags & Eigen::DirectAccessBit),
-                      "distill: logits must refer to memory (Matrix, Map, Ref or a block of one), "
-                      "not an unevaluated expression; evaluate it into a row-major matrix first");
-        static_assert(bool(D::IsRowMajor) || D::ColsAtCompileTime == 1,
-                      "distill: logits must be row-major (rows = samples, columns = classes); use "
-                      "Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> or a row-major Map/Ref");
-        if constexpr (Writable) {
-            static_assert(!std::is_const_v<std::remove_reference_t<X>> && bool(D::Flags & Eigen::LvalueBit),
-                          "distill: the output must be writable");
+        if constexpr (!bool(D::Flags & Eigen::DirectAccessBit)) {
+            static_assert(bool(D::Flags & Eigen::DirectAccessBit),
+                          "distill: logits must refer to memory (Matrix, Map, Ref or a block of one), "
+                          "not an unevaluated expression; evaluate it into a row-major matrix first");
+            return {};
+        } else if constexpr (!(bool(D::IsRowMajor) || D::ColsAtCompileTime == 1)) {
+            static_assert(bool(D::IsRowMajor) || D::ColsAtCompileTime == 1,
+                          "distill: logits must be row-major (rows = samples, columns = classes); use "
+                          "Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> or a row-major Map/Ref");
+            return {};
+        } else if constexpr (Writable && (std::is_const_v<std::remove_reference_t<X>> || !bool(D::Flags & Eigen::LvalueBit))) {
+            static_assert(!Writable, "distill: the output must be writable");
+            return {};
+        } else {
+            out.data = x.data();
+            out.rows = x.rows();
+            out.cols = x.cols();
+            if (x.cols() > 1 && x.innerStride() != 1)
+                return status::error(errc::invalid_argument,
+                                     "%s: the class dimension must be contiguous (inner stride 1), got inner stride %td",
+                                     name, static_cast<std::ptrdiff_t>(x.innerStride()));
+            if constexpr (D::IsRowMajor)
+                out.row_stride = x.rows() > 1 ? x.outerStride() : x.cols();
+            else
+                out.row_stride = x.innerStride();  // a single column: consecutive rows are one stride apart
+            return {};
         }
-        out.data = x.data();
-        out.rows = x.rows();
-        out.cols = x.cols();
-        if (x.cols() > 1 && x.innerStride() != 1)
-            return status::error(errc::invalid_argument,
-                                 "%s: the class dimension must be contiguous (inner stride 1), got inner stride %td",
-                                 name, static_cast<std::ptrdiff_t>(x.innerStride()));
-        if constexpr (D::IsRowMajor)
-            out.row_stride = x.rows() > 1 ? x.outerStride() : x.cols();
-        else
-            out.row_stride = x.innerStride();  // a single column: consecutive rows are one stride apart
-        return {};
     } else if constexpr (is_eigen_tensor<D>) {
-        constexpr int rank = D::NumDimensions;
-        static_assert(rank == 2 || rank == 3,
-                      "distill: tensors must have rank 2 [rows, classes] or 3 [batch, time, classes]");
-        static_assert(static_cast<int>(D::Layout) == static_cast<int>(Eigen::RowMajor),
-                      "distill: tensors must use Eigen::RowMajor layout so that the last dimension "
-                      "(classes) is contiguous");
-        const auto& dims = x.dimensions();
-        std::ptrdiff_t rows = 1;
-        for (int d = 0; d + 1 < rank; ++d) rows *= static_cast<std::ptrdiff_t>(dims[d]);
-        out.data = x.data();
-        out.rows = rows;
-        out.cols = static_cast<std::ptrdiff_t>(dims[rank - 1]);
-        out.row_stride = out.cols;
-        return {};
+        if constexpr (!is_tensor_storage<D>::value) {
+            static_assert(is_tensor_storage<D>::value,
+                          "distill: logits must refer to memory (Eigen::Tensor or TensorMap), not an unevaluated "
+                          "tensor expression (s * 2.0f, t.chip(0, 0)); evaluate it into a row-major Tensor first");
+            return {};
+        } else if constexpr (D::NumDimensions != 2 && D::NumDimensions != 3) {
+            static_assert(D::NumDimensions == 2 || D::NumDimensions == 3,
+                          "distill: tensors must have rank 2 [rows, classes] or 3 [batch, time, classes]");
+            return {};
+        } else if constexpr (static_cast<int>(D::Layout) != static_cast<int>(Eigen::RowMajor)) {
+            static_assert(static_cast<int>(D::Layout) == static_cast<int>(Eigen::RowMajor),
+                          "distill: tensors must use Eigen::RowMajor layout so that the last dimension "
+                          "(classes) is contiguous");
+            return {};
+        } else if constexpr (Writable && std::is_const_v<std::remove_pointer_t<decltype(x.data())>>) {
+            static_assert(!Writable, "distill: the output must be writable");
+            return {};
+        } else {
+            constexpr int rank = D::NumDimensions;
+            const auto& dims = x.dimensions();
+            std::ptrdiff_t rows = 1;
+            for (int d = 0; d + 1 < rank; ++d) rows *= static_cast<std::ptrdiff_t>(dims[d]);
+            out.data = x.data();
+            out.rows = rows;
+            out.cols = static_cast<std::ptrdiff_t>(dims[rank - 1]);
+            out.row_stride = out.cols;
+            return {};
+        }
     } else {
         static_assert(is_eigen_dense<D> || is_eigen_tensor<D>,
                       "distill: logits must be an Eigen dense object (row-major) or an Eigen::Tensor/TensorMap");

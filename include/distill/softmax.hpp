@@ -27,10 +27,8 @@ template <class X>
 inline constexpr bool is_logits = is_eigen_dense<std::remove_cvref_t<X>> || is_eigen_tensor<std::remove_cvref_t<X>>;
 
 template <class X, class Out>
-status softmax_into(const X& logits, Out&& out, double temperature, bool log) noexcept {
+status softmax_rows(const X& logits, Out& out, double temperature, bool log) noexcept {
     using T = logits_scalar_t<X>;
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "distill: softmax is defined for float and double");
-    static_assert(std::is_same_v<logits_scalar_t<Out>, T>, "distill: softmax output must have the logits' scalar type");
     const char* name = log ? "log_softmax" : "softmax";
     if (!(temperature > 0) || !std::isfinite(temperature))
         return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %g", name, temperature);
@@ -59,12 +57,32 @@ status softmax_into(const X& logits, Out&& out, double temperature, bool log) no
     return {};
 }
 
+// The scalar types first, each refusal its own branch: a wrong type gets the static_assert alone.
+template <class X, class Out>
+status softmax_into(const X& logits, Out&& out, double temperature, bool log) noexcept {
+    using T = logits_scalar_t<X>;
+    if constexpr (!(std::is_same_v<T, float> || std::is_same_v<T, double>)) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "distill: softmax is defined for float and double");
+        return {};
+    } else if constexpr (!std::is_same_v<logits_scalar_t<Out>, T>) {
+        static_assert(std::is_same_v<logits_scalar_t<Out>, T>, "distill: softmax output must have the logits' scalar type");
+        return {};
+    } else {
+        return softmax_rows(logits, out, temperature, log);
+    }
+}
+
 // A fresh output shaped like the input: a row-major matrix, or a row-major tensor of the same rank.
 template <class X>
 auto output_like(const X& logits) {
     using D = std::remove_cvref_t<X>;
     using T = logits_scalar_t<X>;
-    if constexpr (is_eigen_tensor<D>) {
+    if constexpr (is_eigen_tensor<D> && !is_tensor_storage<D>::value) {
+        static_assert(is_tensor_storage<D>::value,
+                      "distill: logits must refer to memory (Eigen::Tensor or TensorMap), not an unevaluated "
+                      "tensor expression (s * 2.0f, t.chip(0, 0)); evaluate it into a row-major Tensor first");
+        return Eigen::Tensor<T, 2, Eigen::RowMajor>();
+    } else if constexpr (is_eigen_tensor<D>) {
         return Eigen::Tensor<T, D::NumDimensions, Eigen::RowMajor>(logits.dimensions());
     } else {
         return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows(), logits.cols());
