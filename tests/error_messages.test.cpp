@@ -182,9 +182,9 @@ TEST_CASE("messages fit their buffer: the longest ones arrive whole", "[errors][
           "cross_entropy: label -9223372036854775808 at row 0 is out of range: classes are [0, 3) and ignore_index is "
           "9223372036854775807");
     const std::vector<std::int64_t> none;
-    distill::distillation_loss<float> kd({.alpha = 0.123456789});
+    distill::distillation_loss<float> kd({.alpha = 0.12345678901234568});  // 17 significant digits
     const std::string longest = kd.try_loss(s, s, none, v).message();
     CHECK(longest ==
-          "distillation_loss: no labels given but alpha = 0.123457; the hard-label term needs one label per row (without labels, "
-          "alpha must be 1: pure distillation)");
+          "distillation_loss: no labels given but alpha = 0.12345678901234568; the hard-label term needs one label per row "
+          "(without labels, alpha must be 1: pure distillation)");
 }

@@ -8,8 +8,13 @@
 // the hot path would hide an N x C allocation from the caller.
 #pragma once
 
+#include <array>
+#include <cerrno>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <iterator>
 #include <span>
 #include <type_traits>
@@ -120,6 +125,30 @@ status make_view(X& x, const char* name,
                       "distill: logits must be an Eigen dense object (row-major) or an Eigen::Tensor/TensorMap");
         return {};
     }
+}
+
+// A message fragment in fixed storage (a number, a shape): formatting one never allocates.
+struct short_text {
+    std::array<char, 80> chars{};
+    const char* c_str() const noexcept { return chars.data(); }
+};
+
+// `x` in printf's %g style with the fewest significant digits (at most 17) that read back as
+// exactly `x`: 0.5 -> "0.5", 0.9999999 -> "0.9999999" (plain %g would print "1"), 1e-20 -> "1e-20",
+// inf -> "inf", NaN -> "nan". Every double in an error message goes through this.
+inline short_text format_number(double x) noexcept {
+    short_text t;
+    if (!std::isfinite(x)) {
+        std::snprintf(t.chars.data(), t.chars.size(), "%g", x);
+        return t;
+    }
+    const int saved_errno = errno;  // strtod reports subnormals through errno; the caller's stays
+    for (int digits = 1; digits <= 17; ++digits) {  // 17 significant digits always read back exactly
+        std::snprintf(t.chars.data(), t.chars.size(), "%.*g", digits, x);
+        if (std::strtod(t.chars.data(), nullptr) == x) break;
+    }
+    errno = saved_errno;
+    return t;
 }
 
 // Labels: any contiguous sequence of integers with data() and size() (std::vector, std::span,

@@ -31,7 +31,8 @@ status softmax_rows(const X& logits, Out& out, double temperature, bool log) noe
     using T = logits_scalar_t<X>;
     const char* name = log ? "log_softmax" : "softmax";
     if (!(temperature > 0) || !std::isfinite(temperature))
-        return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %g", name, temperature);
+        return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %s", name,
+                             format_number(temperature).c_str());
     matrix_view<const T> in;
     matrix_view<T> o;
     if (status s = make_view<false>(logits, "logits", in); !s) return s;

@@ -61,17 +61,18 @@ row_result run_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
 
 inline status check_options(const loss_config& o) noexcept {
     if (!(o.temperature > 0) || !std::isfinite(o.temperature))
-        return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %g",
-                             o.loss_name, o.temperature);
+        return status::error(errc::invalid_argument, "%s: temperature must be finite and > 0, got %s",
+                             o.loss_name, format_number(o.temperature).c_str());
     if (!(o.alpha >= 0 && o.alpha <= 1))
-        return status::error(errc::invalid_argument, "%s: alpha must be in [0, 1], got %g", o.loss_name, o.alpha);
+        return status::error(errc::invalid_argument, "%s: alpha must be in [0, 1], got %s", o.loss_name,
+                             format_number(o.alpha).c_str());
     if (!(o.label_smoothing >= 0 && o.label_smoothing < 1))
-        return status::error(errc::invalid_argument, "%s: label_smoothing must be in [0, 1), got %g",
-                             o.loss_name, o.label_smoothing);
+        return status::error(errc::invalid_argument, "%s: label_smoothing must be in [0, 1), got %s",
+                             o.loss_name, format_number(o.label_smoothing).c_str());
     if (o.reduce == reduction::divide_by && (!(o.normalizer > 0) || !std::isfinite(o.normalizer)))
         return status::error(errc::invalid_argument,
-                             "%s: normalizer must be finite and > 0 for reduction::divide_by, got %g",
-                             o.loss_name, o.normalizer);
+                             "%s: normalizer must be finite and > 0 for reduction::divide_by, got %s",
+                             o.loss_name, format_number(o.normalizer).c_str());
     return {};
 }
 
@@ -100,9 +101,9 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
                              o.loss_name, c.labels.size(), N);
     if (!has_labels && o.alpha < 1 && N > 0)
         return status::error(errc::invalid_argument,
-                             "%s: no labels given but alpha = %g; the hard-label term needs one label per row "
+                             "%s: no labels given but alpha = %s; the hard-label term needs one label per row "
                              "(without labels, alpha must be 1: pure distillation)",
-                             o.loss_name, o.alpha);
+                             o.loss_name, format_number(o.alpha).c_str());
     if (c.grad.data && (c.grad.rows != N || c.grad.cols != C))
         return status::error(errc::invalid_argument,
                              "%s: gradient buffer is %td x %td but student logits are %td x %td; they must match",
