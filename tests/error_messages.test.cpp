@@ -48,6 +48,10 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
     matrix<float> both_masked = s;
     both_masked.row(1).setConstant(minus_inf);
     matrix<float> with_nan = s, with_inf = t;
+    using tensor3 = Eigen::TensorMap<Eigen::Tensor<const float, 3, Eigen::RowMajor>>;
+    const matrix<float> six = distill_test::random_logits<float>(6, 1, 4);
+    const tensor3 s3(six.data(), 2, 3, 1), t3_swapped(six.data(), 3, 2, 1);
+    const std::vector<std::int64_t> y6{0, 0, 0, 0, 0, 0};
     with_nan(1, 2) = std::numeric_limits<float>::quiet_NaN();
     with_inf(0, 1) = std::numeric_limits<float>::infinity();
 
@@ -90,6 +94,9 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
          "cross_entropy: student logits have 0 classes (shape 2 x 0); at least 1 class is needed"},
         {"teacher shape", [&] { return kd.try_loss(s, wide, y, v); }, [&] { kd.loss(s, wide, y); }, errc::invalid_argument,
          "distillation_loss: teacher logits are 2 x 6 but student logits are 2 x 3; they must match"},
+        {"teacher shape (tensors)", [&] { return kd.try_loss(s3, t3_swapped, y6, v); }, [&] { kd.loss(s3, t3_swapped, y6); },
+         errc::invalid_argument,
+         "distillation_loss: teacher logits are [3, 2, 1] but student logits are [2, 3, 1]; they must match"},
         {"labels size", [&] { return kd.try_loss(s, t, three, v); }, [&] { kd.loss(s, t, three); }, errc::invalid_argument,
          "distillation_loss: labels have 3 entries but the logits have 2 rows"},
         {"no labels", [&] { return kd.try_loss(s, t, no_labels, v); }, [&] { kd.loss(s, t, no_labels); },
@@ -187,4 +194,12 @@ TEST_CASE("messages fit their buffer: the longest ones arrive whole", "[errors][
     CHECK(longest ==
           "distillation_loss: no labels given but alpha = 0.12345678901234568; the hard-label term needs one label per row "
           "(without labels, alpha must be 1: pure distillation)");
+    // The longest shape message: two rank-3 tensors with the largest extents, well inside the 319.
+    constexpr std::ptrdiff_t big = std::numeric_limits<std::ptrdiff_t>::max();
+    distill::detail::matrix_view<const float> a{nullptr, 1, 1, 1, {3, {big, big, big}}};
+    const std::string shape = distill::detail::format_shape(a).c_str();
+    CHECK(shape == "[9223372036854775807, 9223372036854775807, 9223372036854775807]");
+    CHECK(std::string("distillation_loss: gradient buffer is " + shape + " but student logits are " + shape +
+                      "; they must match")
+              .size() < 319);
 }

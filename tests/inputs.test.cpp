@@ -20,6 +20,59 @@
 using distill_test::matrix;
 using Catch::Contains;
 
+// --- Tensor shapes ------------------------------------------------------------------------------
+
+TEST_CASE("tensors are compared dimension by dimension, not flattened", "[inputs][shapes]") {
+    constexpr Eigen::Index C = 5;
+    const matrix<float> flat_s = distill_test::random_logits<float>(6, C, 1), flat_t = distill_test::random_logits<float>(6, C, 2);
+    using tensor3 = Eigen::TensorMap<Eigen::Tensor<const float, 3, Eigen::RowMajor>>;
+    using tensor2 = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
+    const tensor3 s(flat_s.data(), 2, 3, C);
+    const tensor3 t_swapped(flat_t.data(), 3, 2, C);  // [time, batch, vocab]: the rows would pair wrongly
+    const tensor2 t_flat(flat_t.data(), 6, C);
+    const tensor3 t(flat_t.data(), 2, 3, C);
+    const auto y = distill_test::random_labels(6, C, 3);
+    distill::distillation_loss<float> kd({.temperature = 2});
+
+    CHECK_THROWS_WITH(kd.loss(s, t_swapped, y),
+                      "distillation_loss: teacher logits are [3, 2, 5] but student logits are [2, 3, 5]; they must match");
+    CHECK_THROWS_WITH(kd.loss(s, t_flat, y),
+                      "distillation_loss: teacher logits are [6, 5] but student logits are [2, 3, 5]; they must match");
+    Eigen::Tensor<float, 3, Eigen::RowMajor> g_swapped(3, 2, C);
+    CHECK_THROWS_WITH(kd.loss_and_grad(s, t, y, g_swapped),
+                      "distillation_loss: gradient buffer is [3, 2, 5] but student logits are [2, 3, 5]; they must match");
+    Eigen::Tensor<float, 2, Eigen::RowMajor> g_flat(6, C);
+    CHECK_THROWS_WITH(kd.loss_and_grad(s, t, y, g_flat), Contains("gradient buffer is [6, 5] but student logits are [2, 3, 5]"));
+    // The softmax output likewise.
+    Eigen::Tensor<float, 3, Eigen::RowMajor> p_swapped(3, 2, C);
+    CHECK_THROWS_WITH(distill::softmax(s, p_swapped), "softmax: output is [3, 2, 5] but logits are [2, 3, 5]; they must match");
+
+    // The same dimensions agree; a matrix is compared with a rank-3 tensor flattened (N = batch * time),
+    // and with a rank-2 tensor as its rows and columns.
+    const double expected = kd.loss(flat_s, flat_t, y).total;
+    CHECK(kd.loss(s, t, y).total == expected);
+    CHECK(kd.loss(s, flat_t, y).total == expected);
+    matrix<float> g(6, C);
+    CHECK(kd.loss_and_grad(s, t, y, g).total == expected);
+    CHECK(kd.loss(tensor2(flat_s.data(), 6, C), flat_t, y).total == expected);
+    CHECK_THROWS_WITH(kd.loss(tensor2(flat_s.data(), 6, C), flat_t.topRows(5), y),
+                      Contains("teacher logits are 5 x 5 but student logits are [6, 5]"));
+}
+
+TEST_CASE("same_shape and format_shape, the helpers behind the shape messages", "[inputs][shapes]") {
+    using distill::detail::matrix_view;
+    matrix_view<const float> m{nullptr, 6, 5, 5, {}}, a{nullptr, 6, 5, 5, {3, {2, 3, 5}}}, b{nullptr, 6, 5, 5, {3, {3, 2, 5}}},
+        r2{nullptr, 6, 5, 5, {2, {6, 5}}};
+    CHECK(distill::detail::same_shape(a, a));
+    CHECK_FALSE(distill::detail::same_shape(a, b));
+    CHECK_FALSE(distill::detail::same_shape(a, r2));
+    CHECK(distill::detail::same_shape(a, m));
+    CHECK(distill::detail::same_shape(m, r2));
+    CHECK(std::string(distill::detail::format_shape(m).c_str()) == "6 x 5");
+    CHECK(std::string(distill::detail::format_shape(a).c_str()) == "[2, 3, 5]");
+    CHECK(std::string(distill::detail::format_shape(r2).c_str()) == "[6, 5]");
+}
+
 // --- Numbers in messages ------------------------------------------------------------------------
 
 TEST_CASE("numbers in messages read back as the value given", "[inputs][messages]") {

@@ -26,12 +26,20 @@
 
 namespace distill::detail {
 
+// The dimensions of a tensor argument as the caller gave them. rank 0: an Eigen dense object,
+// whose shape is just rows x cols.
+struct view_shape {
+    int rank = 0;
+    std::array<std::ptrdiff_t, 3> extents{};
+};
+
 template <class T>
 struct matrix_view {
     T* data = nullptr;
     std::ptrdiff_t rows = 0;
     std::ptrdiff_t cols = 0;
     std::ptrdiff_t row_stride = 0;  // elements between the starts of consecutive rows
+    view_shape shape{};             // a tensor's own dimensions (rows is their product but the last)
 
     T* row(std::ptrdiff_t i) const noexcept { return data + i * row_stride; }
 };
@@ -118,6 +126,8 @@ status make_view(X& x, const char* name,
             out.rows = rows;
             out.cols = static_cast<std::ptrdiff_t>(dims[rank - 1]);
             out.row_stride = out.cols;
+            out.shape.rank = rank;
+            for (int d = 0; d < rank; ++d) out.shape.extents[static_cast<std::size_t>(d)] = static_cast<std::ptrdiff_t>(dims[d]);
             return {};
         }
     } else {
@@ -148,6 +158,34 @@ inline short_text format_number(double x) noexcept {
         if (std::strtod(t.chars.data(), nullptr) == x) break;
     }
     errno = saved_errno;
+    return t;
+}
+
+// Whether two views have the same shape. Two tensors: the same rank and every extent equal (a
+// [2, 3, C] student and a [3, 2, C] teacher differ although both are 6 x C). Otherwise (a matrix,
+// or a tensor against a matrix) rows and columns, the tensor's leading dimensions flattened.
+template <class A, class B>
+bool same_shape(const matrix_view<A>& a, const matrix_view<B>& b) noexcept {
+    if (a.shape.rank != 0 && b.shape.rank != 0) {
+        if (a.shape.rank != b.shape.rank) return false;
+        for (std::size_t d = 0; d < static_cast<std::size_t>(a.shape.rank); ++d)
+            if (a.shape.extents[d] != b.shape.extents[d]) return false;
+        return true;
+    }
+    return a.rows == b.rows && a.cols == b.cols;
+}
+
+// A view's shape as a message names it: "2 x 3" for a matrix, "[2, 3, 5]" for a tensor.
+template <class T>
+short_text format_shape(const matrix_view<T>& v) noexcept {
+    short_text t;
+    if (v.shape.rank == 2)
+        std::snprintf(t.chars.data(), t.chars.size(), "[%td, %td]", v.shape.extents[0], v.shape.extents[1]);
+    else if (v.shape.rank == 3)
+        std::snprintf(t.chars.data(), t.chars.size(), "[%td, %td, %td]", v.shape.extents[0], v.shape.extents[1],
+                      v.shape.extents[2]);
+    else
+        std::snprintf(t.chars.data(), t.chars.size(), "%td x %td", v.rows, v.cols);
     return t;
 }
 

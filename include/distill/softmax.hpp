@@ -40,9 +40,9 @@ status softmax_rows(const X& logits, Out& out, double temperature, bool log) noe
     if (in.cols == 0)
         return status::error(errc::invalid_argument, "%s: logits have 0 classes (shape %td x 0); at least 1 is needed",
                              name, in.rows);
-    if (o.rows != in.rows || o.cols != in.cols)
-        return status::error(errc::invalid_argument, "%s: output is %td x %td but logits are %td x %td; they must match",
-                             name, o.rows, o.cols, in.rows, in.cols);
+    if (!same_shape(o, in))
+        return status::error(errc::invalid_argument, "%s: output is %s but logits are %s; they must match", name,
+                             format_shape(o).c_str(), format_shape(in).c_str());
     for (std::ptrdiff_t i = 0; i < in.rows; ++i) {
 #if defined(DISTILL_NO_SIMD)
         const bool defined = reference::softmax_row(in.row(i), in.cols, 1.0 / temperature, log, o.row(i));

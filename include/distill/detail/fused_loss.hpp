@@ -91,10 +91,9 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
         return status::error(errc::invalid_argument,
                              "%s: student logits have 0 classes (shape %td x 0); at least 1 class is needed",
                              o.loss_name, N);
-    if (c.teacher.data && (c.teacher.rows != N || c.teacher.cols != C))
-        return status::error(errc::invalid_argument,
-                             "%s: teacher logits are %td x %td but student logits are %td x %td; they must match",
-                             o.loss_name, c.teacher.rows, c.teacher.cols, N, C);
+    if (c.teacher.data && !same_shape(c.teacher, c.student))
+        return status::error(errc::invalid_argument, "%s: teacher logits are %s but student logits are %s; they must match",
+                             o.loss_name, format_shape(c.teacher).c_str(), format_shape(c.student).c_str());
     const bool has_labels = !c.labels.empty();
     if (has_labels && static_cast<std::ptrdiff_t>(c.labels.size()) != N)
         return status::error(errc::invalid_argument, "%s: labels have %zu entries but the logits have %td rows",
@@ -104,10 +103,9 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
                              "%s: no labels given but alpha = %s; the hard-label term needs one label per row "
                              "(without labels, alpha must be 1: pure distillation)",
                              o.loss_name, format_number(o.alpha).c_str());
-    if (c.grad.data && (c.grad.rows != N || c.grad.cols != C))
-        return status::error(errc::invalid_argument,
-                             "%s: gradient buffer is %td x %td but student logits are %td x %td; they must match",
-                             o.loss_name, c.grad.rows, c.grad.cols, N, C);
+    if (c.grad.data && !same_shape(c.grad, c.student))
+        return status::error(errc::invalid_argument, "%s: gradient buffer is %s but student logits are %s; they must match",
+                             o.loss_name, format_shape(c.grad).c_str(), format_shape(c.student).c_str());
     if (overlaps(c.grad, c.student) || overlaps(c.grad, c.teacher))
         return status::error(errc::invalid_argument,
                              "%s: the gradient buffer overlaps the %s logits; it must be a separate buffer",
