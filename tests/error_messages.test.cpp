@@ -52,6 +52,7 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
     const matrix<float> six = distill_test::random_logits<float>(6, 1, 4);
     const tensor3 s3(six.data(), 2, 3, 1), t3_swapped(six.data(), 3, 2, 1);
     const std::vector<std::int64_t> y6{0, 0, 0, 0, 0, 0};
+    matrix<float> shifted(3, 3);  // softmax input rows 0-1 and output rows 1-2
     with_nan(1, 2) = std::numeric_limits<float>::quiet_NaN();
     with_inf(0, 1) = std::numeric_limits<float>::infinity();
 
@@ -152,6 +153,10 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
          "softmax: logits have 0 classes (shape 2 x 0); at least 1 is needed"},
         {"softmax output shape", [&] { return distill::try_softmax(s, out_bad); }, [&] { distill::softmax(s, out_bad); },
          errc::invalid_argument, "softmax: output is 2 x 4 but logits are 2 x 3; they must match"},
+        {"softmax partial overlap", [&] { return distill::try_softmax(shifted.topRows(2), shifted.bottomRows(2)); },
+         [&] { distill::softmax(shifted.topRows(2), shifted.bottomRows(2)); }, errc::invalid_argument,
+         "softmax: the output partly overlaps the logits; it must be the logits themselves (in place) or a separate "
+         "buffer"},
         {"softmax all -inf row", [&] { return distill::try_log_softmax(both_masked, g); },
          [&] { distill::log_softmax(both_masked); }, errc::invalid_argument,
          "log_softmax: row 1 of the logits is entirely -inf (every class masked), so its softmax is undefined"},

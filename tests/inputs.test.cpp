@@ -73,6 +73,129 @@ TEST_CASE("same_shape and format_shape, the helpers behind the shape messages", 
     CHECK(std::string(distill::detail::format_shape(r2).c_str()) == "[6, 5]");
 }
 
+// --- Overlap ------------------------------------------------------------------------------------
+
+TEMPLATE_TEST_CASE("disjoint column blocks of one matrix are separate buffers", "[inputs][overlap]", float, double) {
+    constexpr Eigen::Index N = 5, C = 37;
+    const matrix<TestType> s = distill_test::random_logits<TestType>(N, C, 1), t = distill_test::random_logits<TestType>(N, C, 2);
+    const auto y = distill_test::random_labels(N, C, 3);
+    distill::distillation_loss<TestType> kd({.temperature = 3, .alpha = 0.6});
+    matrix<TestType> g_expected(N, C);
+    const double expected = kd.loss_and_grad(s, t, y, g_expected).total;
+
+    SECTION("student on the left, gradient on the right") {
+        matrix<TestType> m(N, 2 * C);
+        m.leftCols(C) = s;
+        auto g = m.rightCols(C);
+        CHECK(kd.loss_and_grad(m.leftCols(C), t, y, g).total == expected);
+        CHECK(m.rightCols(C) == g_expected);
+        CHECK(m.leftCols(C) == s);  // the logits are untouched
+    }
+    SECTION("student, teacher and gradient side by side, uneven widths around them") {
+        matrix<TestType> m = matrix<TestType>::Constant(N, 3 * C + 2, 7);
+        m.middleCols(1, C) = s;
+        m.middleCols(C + 1, C) = t;
+        auto g = m.rightCols(C + 1).leftCols(C);
+        CHECK(kd.loss_and_grad(m.middleCols(1, C), m.middleCols(C + 1, C), y, g).total == expected);
+        CHECK(m.rightCols(C + 1).leftCols(C) == g_expected);
+        CHECK(m.col(0).isConstant(7));
+        CHECK(m.col(3 * C + 1).isConstant(7));
+    }
+    SECTION("blocks that share elements are refused") {
+        matrix<TestType> m(N, 2 * C);
+        m.leftCols(C) = s;
+        auto g = m.middleCols(C - 1, C);  // one column shared with the student in every row
+        CHECK_THROWS_WITH(kd.loss_and_grad(m.leftCols(C), t, y, g),
+                          Contains("the gradient buffer overlaps the student logits"));
+        auto g_t = m.middleCols(1, C);
+        CHECK_THROWS_WITH(kd.loss_and_grad(s, m.leftCols(C), y, g_t), Contains("the gradient buffer overlaps the teacher logits"));
+    }
+    SECTION("interleaved rows of one buffer: odd rows against even rows are disjoint, shifted ones are not") {
+        matrix<TestType> m(2 * N, C);
+        for (Eigen::Index i = 0; i < N; ++i) m.row(2 * i) = s.row(i);
+        using strided_rows = Eigen::Map<matrix<TestType>, 0, Eigen::OuterStride<>>;
+        const strided_rows even(m.data(), N, C, Eigen::OuterStride<>(2 * C));
+        strided_rows odd(m.data() + C, N, C, Eigen::OuterStride<>(2 * C));
+        CHECK(kd.loss_and_grad(even, t, y, odd).total == expected);
+        CHECK(matrix<TestType>(odd) == g_expected);
+        strided_rows shifted(m.data() + C + 1, N - 1, C, Eigen::OuterStride<>(2 * C));  // straddles each even row
+        matrix<TestType> t4 = t.topRows(N - 1);
+        const strided_rows even4(m.data(), N - 1, C, Eigen::OuterStride<>(2 * C));
+        const std::vector<std::int64_t> y4(y.begin(), y.end() - 1);
+        CHECK_THROWS_WITH(kd.loss_and_grad(even4, t4, y4, shifted), Contains("overlaps the student logits"));
+    }
+}
+
+TEST_CASE("views_overlap agrees with an element-by-element comparison", "[inputs][overlap]") {
+    // Random views into one buffer of 160 floats, compared with the set of elements each touches.
+    using view = distill::detail::matrix_view<const float>;
+    constexpr int size = 160;
+    static float buffer[size];
+    std::mt19937 gen(11);
+    auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen); };
+    auto random_view = [&] {
+        view v;
+        v.rows = pick(0, 6);
+        v.cols = pick(0, 9);
+        v.row_stride = pick(0, 3) == 0 ? v.cols : pick(0, 24);  // often dense, sometimes rows overlapping themselves
+        const std::ptrdiff_t span = v.rows > 0 ? (v.rows - 1) * v.row_stride + v.cols : 0;
+        v.data = buffer + pick(0, static_cast<int>(size - span));
+        return v;
+    };
+    auto touched = [&](const view& v) {
+        std::vector<bool> in(size, false);
+        for (std::ptrdiff_t i = 0; i < v.rows; ++i)
+            for (std::ptrdiff_t j = 0; j < v.cols; ++j) in[static_cast<std::size_t>(v.row(i) + j - buffer)] = true;
+        return in;
+    };
+    int overlapping = 0;
+    for (int trial = 0; trial < 20000; ++trial) {
+        const view a = random_view(), b = random_view();
+        const auto ia = touched(a), ib = touched(b);
+        bool brute = false;
+        for (std::size_t k = 0; k < ia.size(); ++k) brute = brute || (ia[k] && ib[k]);
+        overlapping += brute;
+        INFO("a: " << (a.data - buffer) << " " << a.rows << "x" << a.cols << " stride " << a.row_stride << "; b: "
+                   << (b.data - buffer) << " " << b.rows << "x" << b.cols << " stride " << b.row_stride);
+        REQUIRE(distill::detail::views_overlap(a, b) == brute);
+        REQUIRE(distill::detail::views_overlap(b, a) == brute);
+    }
+    CHECK(overlapping > 2000);  // both answers well represented
+    CHECK(overlapping < 18000);
+    // A negative row stride lists the same rows backwards.
+    const view down{buffer + 40, 3, 4, -10, {}}, up{buffer + 20, 3, 4, 10, {}}, beside{buffer + 24, 3, 4, 10, {}};
+    CHECK(distill::detail::views_overlap(down, up));
+    CHECK_FALSE(distill::detail::views_overlap(down, beside));
+}
+
+TEST_CASE("softmax: in place is fine, a partial overlap is refused", "[inputs][overlap]") {
+    const matrix<double> s = distill_test::random_logits<double>(4, 9, 1);
+    const matrix<double> expected = distill::softmax(s, 2.0);
+    matrix<double> q = s;
+    distill::softmax(q, q, 2.0);  // in place
+    CHECK(q.isApprox(expected, 1e-15));
+    // Shifted by one row: output row i would be input row i + 1, already overwritten.
+    matrix<double> m(5, 9);
+    m.topRows(4) = s;
+    CHECK_THROWS_WITH(distill::softmax(m.topRows(4), m.bottomRows(4), 2.0),
+                      "softmax: the output partly overlaps the logits; it must be the logits themselves (in place) or a "
+                      "separate buffer");
+    CHECK_THROWS_WITH(distill::log_softmax(m.topRows(4), m.bottomRows(4), 2.0), Contains("log_softmax: the output partly overlaps"));
+    distill::status st = distill::try_softmax(m.topRows(4), m.bottomRows(4), 2.0);
+    CHECK(st.code() == distill::errc::invalid_argument);
+    // Disjoint column blocks of one matrix are separate buffers.
+    matrix<double> wide(4, 18);
+    wide.leftCols(9) = s;
+    auto out = wide.rightCols(9);
+    distill::softmax(wide.leftCols(9), out, 2.0);
+    CHECK(wide.rightCols(9).isApprox(expected, 1e-15));
+    CHECK(wide.leftCols(9) == s);
+    // In place through a strided block is in place too.
+    auto block = wide.leftCols(9);
+    distill::log_softmax(block, block, 2.0);
+    CHECK(wide.leftCols(9).array().exp().matrix().isApprox(expected, 1e-14));
+}
+
 // --- Numbers in messages ------------------------------------------------------------------------
 
 TEST_CASE("numbers in messages read back as the value given", "[inputs][messages]") {

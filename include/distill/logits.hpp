@@ -8,6 +8,7 @@
 // the hot path would hide an N x C allocation from the caller.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
@@ -187,6 +188,65 @@ short_text format_shape(const matrix_view<T>& v) noexcept {
     else
         std::snprintf(t.chars.data(), t.chars.size(), "%td x %td", v.rows, v.cols);
     return t;
+}
+
+namespace overlap {
+
+// A view's rows as byte intervals [start + i * step, start + i * step + width), i in [0, count),
+// with step >= 0 (a negative row stride is the same rows listed backwards).
+struct byte_rows {
+    std::uintptr_t start = 0;
+    std::ptrdiff_t step = 0, width = 0, count = 0;
+};
+
+template <class T>
+byte_rows of(const matrix_view<T>& v) noexcept {
+    constexpr auto size = static_cast<std::ptrdiff_t>(sizeof(T));
+    byte_rows r{reinterpret_cast<std::uintptr_t>(v.data), v.row_stride * size, v.cols * size, v.rows};
+    if (r.step < 0) {
+        r.start -= static_cast<std::uintptr_t>(-r.step * (r.count - 1));
+        r.step = -r.step;
+    }
+    if (r.step == 0) r.count = 1;  // every row is the same elements
+    return r;
+}
+
+// floor(a / b) for b > 0.
+inline std::ptrdiff_t floor_div(std::ptrdiff_t a, std::ptrdiff_t b) noexcept {
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+// Whether some row of `a` intersects some row of `b`. For each row of `a` (the view with fewer
+// rows), the rows of `b` that can meet it form a range of indices, found by one division: O(rows).
+inline bool intersect(const byte_rows& a, const byte_rows& b) noexcept {
+    for (std::ptrdiff_t i = 0; i < a.count; ++i) {
+        // Row i of a, relative to b's first row: [x, x + a.width).
+        const auto x = static_cast<std::ptrdiff_t>(a.start + static_cast<std::uintptr_t>(i * a.step) - b.start);
+        // Row j of b, [j step, j step + b.width), meets it iff x - b.width < j step < x + a.width.
+        if (b.count == 1) {
+            if (x - b.width < 0 && 0 < x + a.width) return true;
+            continue;
+        }
+        const std::ptrdiff_t j = std::max<std::ptrdiff_t>(0, floor_div(x - b.width, b.step) + 1);
+        if (j < b.count && j * b.step < x + a.width) return true;
+    }
+    return false;
+}
+
+}  // namespace overlap
+
+// Whether two views share an element: the elements they actually touch, row by row, not the
+// address ranges from first to last element, so two disjoint column blocks of one matrix
+// (m.leftCols(k) and m.rightCols(C - k)) do not overlap, and interleaved rows do. O(min(rows)).
+template <class A, class B>
+bool views_overlap(const matrix_view<A>& a, const matrix_view<B>& b) noexcept {
+    if (!a.data || !b.data || a.rows <= 0 || b.rows <= 0 || a.cols <= 0 || b.cols <= 0) return false;
+    const overlap::byte_rows ra = overlap::of(a), rb = overlap::of(b);
+    // Disjoint hulls (the common case: separate buffers) need no row-by-row look.
+    const auto a_end = ra.start + static_cast<std::uintptr_t>((ra.count - 1) * ra.step + ra.width);
+    const auto b_end = rb.start + static_cast<std::uintptr_t>((rb.count - 1) * rb.step + rb.width);
+    if (!(ra.start < b_end && rb.start < a_end)) return false;
+    return ra.count <= rb.count ? overlap::intersect(ra, rb) : overlap::intersect(rb, ra);
 }
 
 // Labels: any contiguous sequence of integers with data() and size() (std::vector, std::span,

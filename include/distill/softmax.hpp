@@ -3,7 +3,7 @@
 // softmax(s / T)_c = exp((s_c - max s) / T) / sum_k exp((s_k - max s) / T), computed with the max
 // subtracted so that any finite logits work; -inf logits are masked classes (probability 0,
 // log-probability -inf). A row whose logits are all -inf has no softmax and is an error naming it.
-// `out` may be the input itself (in place).
+// `out` may be the input itself (in place); any other overlap with the input is refused.
 #pragma once
 
 #include <cmath>
@@ -43,6 +43,14 @@ status softmax_rows(const X& logits, Out& out, double temperature, bool log) noe
     if (!same_shape(o, in))
         return status::error(errc::invalid_argument, "%s: output is %s but logits are %s; they must match", name,
                              format_shape(o).c_str(), format_shape(in).c_str());
+    // In place is each output row over its own input row; anything else that shares an element
+    // would read logits already overwritten.
+    const bool in_place = o.data == in.data && (in.rows <= 1 || o.row_stride == in.row_stride);
+    if (!in_place && views_overlap(o, in))
+        return status::error(errc::invalid_argument,
+                             "%s: the output partly overlaps the logits; it must be the logits themselves (in place) "
+                             "or a separate buffer",
+                             name);
     for (std::ptrdiff_t i = 0; i < in.rows; ++i) {
 #if defined(DISTILL_NO_SIMD)
         const bool defined = reference::softmax_row(in.row(i), in.cols, 1.0 / temperature, log, o.row(i));

@@ -76,14 +76,6 @@ inline status check_options(const loss_config& o) noexcept {
     return {};
 }
 
-template <class T>
-bool overlaps(const matrix_view<T>& a, const matrix_view<const T>& b) noexcept {
-    if (!a.data || !b.data || a.rows == 0 || b.rows == 0) return false;
-    const T* a_end = a.data + (a.rows - 1) * a.row_stride + a.cols;
-    const T* b_end = b.data + (b.rows - 1) * b.row_stride + b.cols;
-    return std::less<const T*>{}(a.data, b_end) && std::less<const T*>{}(b.data, a_end);
-}
-
 template <class T, class Label>
 status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept {
     const auto N = c.student.rows, C = c.student.cols;
@@ -106,10 +98,10 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
     if (c.grad.data && !same_shape(c.grad, c.student))
         return status::error(errc::invalid_argument, "%s: gradient buffer is %s but student logits are %s; they must match",
                              o.loss_name, format_shape(c.grad).c_str(), format_shape(c.student).c_str());
-    if (overlaps(c.grad, c.student) || overlaps(c.grad, c.teacher))
+    if (views_overlap(c.grad, c.student) || views_overlap(c.grad, c.teacher))
         return status::error(errc::invalid_argument,
                              "%s: the gradient buffer overlaps the %s logits; it must be a separate buffer",
-                             o.loss_name, overlaps(c.grad, c.student) ? "student" : "teacher");
+                             o.loss_name, views_overlap(c.grad, c.student) ? "student" : "teacher");
     if (!c.rows.mask.empty() && static_cast<std::ptrdiff_t>(c.rows.mask.size()) != N)
         return status::error(errc::invalid_argument, "%s: per_row.mask has %zu entries but the logits have %td rows",
                              o.loss_name, c.rows.mask.size(), N);
