@@ -48,6 +48,9 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
     matrix<float> both_masked = s;
     both_masked.row(1).setConstant(minus_inf);
     matrix<float> with_nan = s, with_inf = t;
+    Eigen::MatrixXi labels_by_column(2, 2);  // column-major: a row's labels are 2 apart
+    labels_by_column << 0, 2,
+                        1, 1;
     using tensor3 = Eigen::TensorMap<Eigen::Tensor<const float, 3, Eigen::RowMajor>>;
     const matrix<float> six = distill_test::random_logits<float>(6, 1, 4);
     const tensor3 s3(six.data(), 2, 3, 1), t3_swapped(six.data(), 3, 2, 1);
@@ -83,6 +86,11 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
         {"inner stride (softmax output)", [&] { return distill::try_softmax(s, every_other_out); },
          [&] { distill::softmax(s, every_other_out); }, errc::invalid_argument,
          "output: the class dimension must be contiguous (inner stride 1), got inner stride 2"},
+        {"labels stride", [&] { return kd.try_loss(s, t, labels_by_column.row(0), v); },
+         [&] { kd.loss(s, t, labels_by_column.row(0)); }, errc::invalid_argument,
+         "labels: the entries must be contiguous (inner stride 1), got inner stride 2"},
+        {"labels in two dimensions", [&] { return kd.try_loss(s, t, labels_by_column, v); },
+         [&] { kd.loss(s, t, labels_by_column); }, errc::invalid_argument, "labels: must be one row or one column, got 2 x 2"},
         {"temperature", no_status_path, refused({.temperature = -2}), errc::invalid_argument,
          "distillation_loss: temperature must be finite and > 0, got -2"},
         {"alpha", no_status_path, refused({.alpha = 1.5}), errc::invalid_argument,

@@ -20,6 +20,72 @@
 using distill_test::matrix;
 using Catch::Contains;
 
+// --- Labels -------------------------------------------------------------------------------------
+
+TEST_CASE("labels that are not contiguous are refused at run time, naming the stride", "[inputs][labels]") {
+    const matrix<float> s = distill_test::random_logits<float>(3, 5, 1);
+    distill::cross_entropy<float> ce;
+    // Y is column-major: its row 0 holds labels {1, 2, 4}, three ints apart in memory. Read as if
+    // contiguous they would be Y(0, 0), Y(1, 0), Y(2, 0) = {1, 0, 0}: wrong labels, silently.
+    Eigen::MatrixXi Y(3, 3);
+    Y << 1, 2, 4,
+         0, 3, 3,
+         0, 1, 2;
+    CHECK_THROWS_AS(ce.loss(s, Y.row(0)), std::invalid_argument);
+    CHECK_THROWS_WITH(ce.loss(s, Y.row(0)),
+                      "labels: the entries must be contiguous (inner stride 1), got inner stride 3");
+    // A Map with a run-time inner stride: every other int.
+    const std::array<int, 6> buf{1, 9, 2, 9, 4, 9};
+    const Eigen::Map<const Eigen::VectorXi, 0, Eigen::InnerStride<Eigen::Dynamic>> every_other(
+        buf.data(), 3, Eigen::InnerStride<Eigen::Dynamic>(2));
+    CHECK_THROWS_WITH(ce.loss(s, every_other), Contains("labels: the entries must be contiguous (inner stride 1), got inner stride 2"));
+    // A 1 x 3 block of a column-major matrix: innerStride() is 1 there, the step along the row is not.
+    CHECK_THROWS_WITH(ce.loss(s, Y.block(0, 0, 1, 3)), Contains("got inner stride 3"));
+    // Through every loss and the status twin.
+    distill::distillation_loss<float> kd;
+    distill::loss_value v;
+    const distill::status st = kd.try_loss(s, s, Y.row(0), v);
+    CHECK(st.code() == distill::errc::invalid_argument);
+    CHECK(std::string(st.message()) == "labels: the entries must be contiguous (inner stride 1), got inner stride 3");
+    // Labels in two dimensions have no order to read them in.
+    CHECK_THROWS_WITH(ce.loss(s, Y.topLeftCorner(3, 2)), "labels: must be one row or one column, got 3 x 2");
+
+    // The same labels copied contiguously give the loss of the labels {1, 2, 4}.
+    const std::vector<int> y{1, 2, 4};
+    const double expected = ce.loss(s, y).total;
+    const Eigen::RowVectorXi row0 = Y.row(0);
+    CHECK(ce.loss(s, row0).total == expected);
+    // One label needs no stride: a strided 1 x 1 is fine.
+    CHECK(ce.loss(s.topRows(1), Y.block(0, 0, 1, 1)).total == ce.loss(s.topRows(1), std::vector<int>{1}).total);
+}
+
+TEST_CASE("contiguous label containers keep working", "[inputs][labels]") {
+    const matrix<float> s = distill_test::random_logits<float>(3, 5, 1);
+    distill::cross_entropy<float> ce;
+    const std::vector<std::int64_t> y{1, 2, 4};
+    const double expected = ce.loss(s, y).total;
+    const std::vector<int> y32{1, 2, 4};
+    const std::array<long, 3> ya{1, 2, 4};
+    Eigen::VectorXi yv(3);
+    yv << 1, 2, 4;
+    Eigen::Matrix<std::int64_t, 1, Eigen::Dynamic> yr(3);
+    yr << 1, 2, 4;
+    Eigen::MatrixXi col_major(3, 2);  // a column of a column-major matrix is contiguous
+    col_major.col(1) = yv;
+    Eigen::Matrix<int, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> row_major(2, 3);  // and a row of a row-major one
+    row_major.row(1) = yv.transpose();
+    CHECK(ce.loss(s, y32).total == expected);
+    CHECK(ce.loss(s, std::span<const int>(y32)).total == expected);
+    CHECK(ce.loss(s, ya).total == expected);
+    CHECK(ce.loss(s, yv).total == expected);
+    CHECK(ce.loss(s, yr).total == expected);
+    CHECK(ce.loss(s, col_major.col(1)).total == expected);
+    CHECK(ce.loss(s, row_major.row(1)).total == expected);
+    CHECK(ce.loss(s, Eigen::Ref<const Eigen::VectorXi>(yv)).total == expected);
+    const Eigen::MatrixXi as_matrix = yv;  // 3 x 1 at run time
+    CHECK(ce.loss(s, as_matrix).total == expected);
+}
+
 // --- Tensor shapes ------------------------------------------------------------------------------
 
 TEST_CASE("tensors are compared dimension by dimension, not flattened", "[inputs][shapes]") {

@@ -5,7 +5,11 @@
 // or column blocks) and row-major Eigen::Tensor / TensorMap of rank 2 or 3 whose last dimension is
 // the classes. Anything whose classes are not contiguous is refused, at compile time when the type
 // says so and at run time (a status naming the argument) when only the value does: a silent copy in
-// the hot path would hide an N x C allocation from the caller.
+// the hot path would hide an N x C allocation from the caller. Labels likewise must be contiguous.
+//
+// The validation helpers shared by the losses and softmax live here too: the shape comparison
+// (`same_shape`, `format_shape`), the overlap test (`views_overlap`) and the number formatting of
+// messages (`format_number`).
 #pragma once
 
 #include <algorithm>
@@ -249,14 +253,62 @@ bool views_overlap(const matrix_view<A>& a, const matrix_view<B>& b) noexcept {
     return ra.count <= rb.count ? overlap::intersect(ra, rb) : overlap::intersect(rb, ra);
 }
 
-// Labels: any contiguous sequence of integers with data() and size() (std::vector, std::span,
-// std::array, Eigen integer vectors).
+// Labels: any contiguous sequence of signed integers with data() and size() (std::vector,
+// std::span, std::array, Eigen integer vectors).
 template <class L>
-auto label_span(const L& labels) noexcept {
-    using value = std::remove_cv_t<std::remove_pointer_t<decltype(std::data(labels))>>;
-    static_assert(std::is_integral_v<value> && std::is_signed_v<value>,
-                  "distill: labels must be signed integers (ignore_index is negative)");
-    return std::span<const value>(std::data(labels), static_cast<std::size_t>(std::size(labels)));
+struct label_element {
+    using type = std::remove_cv_t<std::remove_pointer_t<decltype(std::data(std::declval<const L&>()))>>;
+};
+template <class L>
+    requires is_eigen_dense<L>
+struct label_element<L> {
+    using type = std::remove_cv_t<typename L::Scalar>;
+};
+template <class L>
+using label_value_t = typename label_element<std::remove_cvref_t<L>>::type;
+
+// Points `out` at the labels. Eigen objects must be vectors whose consecutive entries are adjacent
+// in memory: a row of a column-major matrix or a Map with an inner stride would otherwise be read
+// as if they were, giving wrong labels silently. Refused at compile time when the type says so,
+// else with a status naming "labels".
+template <class L>
+status label_span(const L& labels, std::span<const label_value_t<L>>& out) noexcept {
+    using D = std::remove_cvref_t<L>;
+    using value = label_value_t<L>;
+    out = {};
+    if constexpr (!(std::is_integral_v<value> && std::is_signed_v<value>)) {
+        static_assert(std::is_integral_v<value> && std::is_signed_v<value>,
+                      "distill: labels must be signed integers (ignore_index is negative)");
+        return {};
+    } else if constexpr (is_eigen_dense<D>) {
+        constexpr bool strided_type = D::IsVectorAtCompileTime && D::SizeAtCompileTime != 1 &&
+                                      D::InnerStrideAtCompileTime != 1 && D::InnerStrideAtCompileTime != Eigen::Dynamic;
+        if constexpr (!bool(D::Flags & Eigen::DirectAccessBit)) {
+            static_assert(bool(D::Flags & Eigen::DirectAccessBit),
+                          "distill: labels must refer to memory (a vector, Map or Ref), not an unevaluated expression");
+            return {};
+        } else if constexpr (strided_type) {
+            static_assert(!strided_type,
+                          "distill: labels must be contiguous (consecutive labels adjacent in memory); a row of a "
+                          "column-major matrix or a Map with an inner stride is not: copy the labels into a vector");
+            return {};
+        } else {
+            if (labels.rows() > 1 && labels.cols() > 1)
+                return status::error(errc::invalid_argument, "labels: must be one row or one column, got %td x %td",
+                                     static_cast<std::ptrdiff_t>(labels.rows()),
+                                     static_cast<std::ptrdiff_t>(labels.cols()));
+            // The distance between consecutive labels: along the row of a 1 x n, down the column otherwise.
+            const auto step = static_cast<std::ptrdiff_t>(labels.rows() == 1 ? labels.colStride() : labels.rowStride());
+            if (labels.size() > 1 && step != 1)
+                return status::error(errc::invalid_argument,
+                                     "labels: the entries must be contiguous (inner stride 1), got inner stride %td", step);
+            out = std::span<const value>(labels.data(), static_cast<std::size_t>(labels.size()));
+            return {};
+        }
+    } else {
+        out = std::span<const value>(std::data(labels), static_cast<std::size_t>(std::size(labels)));
+        return {};
+    }
 }
 
 }  // namespace distill::detail

@@ -52,6 +52,9 @@ int main() {
 #elif CASE == 9  // a const matrix as the gradient buffer
     const matrix g(2, 3);
     kl.loss_and_grad(s, s, g);
+#elif CASE == 10  // labels with a compile-time inner stride
+    const int labels[4] = {0, 9, 1, 9};
+    ce.loss(s, Eigen::Map<const Eigen::VectorXi, 0, Eigen::InnerStride<2>>(labels, 2));
 #endif
     (void)buffer;
 }

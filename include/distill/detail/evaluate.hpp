@@ -22,7 +22,7 @@ inline constexpr bool is_absent = std::is_same_v<std::remove_cvref_t<X>, absent>
 
 template <class Labels>
 struct label_value {
-    using type = typename decltype(label_span(std::declval<const Labels&>()))::value_type;
+    using type = label_value_t<Labels>;
 };
 template <>
 struct label_value<absent> {
@@ -56,7 +56,8 @@ status evaluate(Exec& exec, const loss_config& o, const Student& student, const 
     if (status s = view_of<Scalar, false>(student, "student logits", call.student); !s) return s;
     if constexpr (!is_absent<Teacher>)
         if (status s = view_of<Scalar, false>(teacher, "teacher logits", call.teacher); !s) return s;
-    if constexpr (!is_absent<Labels>) call.labels = label_span(labels);
+    if constexpr (!is_absent<Labels>)
+        if (status s = label_span(labels, call.labels); !s) return s;
     if constexpr (!is_absent<Grad>)
         if (status s = view_of<Scalar, true>(grad, "gradient buffer", call.grad); !s) return s;
     call.rows = rows;
