@@ -48,6 +48,14 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
     matrix<float> both_masked = s;
     both_masked.row(1).setConstant(minus_inf);
     matrix<float> with_nan = s, with_inf = t;
+    Eigen::MatrixXi labels_by_column(2, 2);  // column-major: a row's labels are 2 apart
+    labels_by_column << 0, 2,
+                        1, 1;
+    using tensor3 = Eigen::TensorMap<Eigen::Tensor<const float, 3, Eigen::RowMajor>>;
+    const matrix<float> six = distill_test::random_logits<float>(6, 1, 4);
+    const tensor3 s3(six.data(), 2, 3, 1), t3_swapped(six.data(), 3, 2, 1);
+    const std::vector<std::int64_t> y6{0, 0, 0, 0, 0, 0};
+    matrix<float> shifted(3, 3);  // softmax input rows 0-1 and output rows 1-2
     with_nan(1, 2) = std::numeric_limits<float>::quiet_NaN();
     with_inf(0, 1) = std::numeric_limits<float>::infinity();
 
@@ -78,6 +86,11 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
         {"inner stride (softmax output)", [&] { return distill::try_softmax(s, every_other_out); },
          [&] { distill::softmax(s, every_other_out); }, errc::invalid_argument,
          "output: the class dimension must be contiguous (inner stride 1), got inner stride 2"},
+        {"labels stride", [&] { return kd.try_loss(s, t, labels_by_column.row(0), v); },
+         [&] { kd.loss(s, t, labels_by_column.row(0)); }, errc::invalid_argument,
+         "labels: the entries must be contiguous (inner stride 1), got inner stride 2"},
+        {"labels in two dimensions", [&] { return kd.try_loss(s, t, labels_by_column, v); },
+         [&] { kd.loss(s, t, labels_by_column); }, errc::invalid_argument, "labels: must be one row or one column, got 2 x 2"},
         {"temperature", no_status_path, refused({.temperature = -2}), errc::invalid_argument,
          "distillation_loss: temperature must be in [0.001, 1000], got -2"},
         {"alpha", no_status_path, refused({.alpha = 1.5}), errc::invalid_argument,
@@ -90,6 +103,9 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
          "cross_entropy: student logits have 0 classes (shape 2 x 0); at least 1 class is needed"},
         {"teacher shape", [&] { return kd.try_loss(s, wide, y, v); }, [&] { kd.loss(s, wide, y); }, errc::invalid_argument,
          "distillation_loss: teacher logits are 2 x 6 but student logits are 2 x 3; they must match"},
+        {"teacher shape (tensors)", [&] { return kd.try_loss(s3, t3_swapped, y6, v); }, [&] { kd.loss(s3, t3_swapped, y6); },
+         errc::invalid_argument,
+         "distillation_loss: teacher logits are [3, 2, 1] but student logits are [2, 3, 1]; they must match"},
         {"labels size", [&] { return kd.try_loss(s, t, three, v); }, [&] { kd.loss(s, t, three); }, errc::invalid_argument,
          "distillation_loss: labels have 3 entries but the logits have 2 rows"},
         {"no labels", [&] { return kd.try_loss(s, t, no_labels, v); }, [&] { kd.loss(s, t, no_labels); },
@@ -144,6 +160,10 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
          "softmax: logits have 0 classes (shape 2 x 0); at least 1 is needed"},
         {"softmax output shape", [&] { return distill::try_softmax(s, out_bad); }, [&] { distill::softmax(s, out_bad); },
          errc::invalid_argument, "softmax: output is 2 x 4 but logits are 2 x 3; they must match"},
+        {"softmax partial overlap", [&] { return distill::try_softmax(shifted.topRows(2), shifted.bottomRows(2)); },
+         [&] { distill::softmax(shifted.topRows(2), shifted.bottomRows(2)); }, errc::invalid_argument,
+         "softmax: the output partly overlaps the logits; it must be the logits themselves (in place) or a separate "
+         "buffer"},
         {"softmax all -inf row", [&] { return distill::try_log_softmax(both_masked, g); },
          [&] { distill::log_softmax(both_masked); }, errc::invalid_argument,
          "log_softmax: row 1 of the logits is entirely -inf (every class masked), so its softmax is undefined"},
@@ -181,9 +201,17 @@ TEST_CASE("messages fit their buffer: the longest ones arrive whole", "[errors][
           "cross_entropy: label -9223372036854775808 at row 0 is out of range: classes are [0, 3) and ignore_index is "
           "9223372036854775807");
     const std::vector<std::int64_t> none;
-    distill::distillation_loss<float> kd({.alpha = 0.123456789});
+    distill::distillation_loss<float> kd({.alpha = 0.12345678901234568});  // 17 significant digits
     const std::string longest = kd.try_loss(s, s, none, v).message();
     CHECK(longest ==
-          "distillation_loss: no labels given but alpha = 0.123457; the hard-label term needs one label per row (without labels, "
-          "alpha must be 1: pure distillation)");
+          "distillation_loss: no labels given but alpha = 0.12345678901234568; the hard-label term needs one label per row "
+          "(without labels, alpha must be 1: pure distillation)");
+    // The longest shape message: two rank-3 tensors with the largest extents, well inside the 319.
+    constexpr std::ptrdiff_t big = std::numeric_limits<std::ptrdiff_t>::max();
+    distill::detail::matrix_view<const float> a{nullptr, 1, 1, 1, {3, {big, big, big}}};
+    const std::string shape = distill::detail::format_shape(a).c_str();
+    CHECK(shape == "[9223372036854775807, 9223372036854775807, 9223372036854775807]");
+    CHECK(std::string("distillation_loss: gradient buffer is " + shape + " but student logits are " + shape +
+                      "; they must match")
+              .size() < 319);
 }

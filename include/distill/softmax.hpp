@@ -3,7 +3,8 @@
 // softmax(s / T)_c = exp((s_c - max s) / T) / sum_k exp((s_k - max s) / T), computed with the max
 // subtracted so that any finite logits work; -inf logits are masked classes (probability 0,
 // log-probability -inf). A row whose logits are all -inf has no softmax and is an error naming it.
-// `out` may be the input itself (in place). An executor first runs the rows on the caller's threads.
+// `out` may be the input itself (in place); any other overlap with the input is refused. An executor
+// first runs the rows on the caller's threads.
 #pragma once
 
 #include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
@@ -45,14 +46,13 @@ template <class Isa, class T>
 }
 
 template <class Isa, class Exec, class X, class Out>
-status softmax_into(Exec& exec, const X& logits, Out&& out, double temperature, bool log) noexcept {
+status softmax_checked(Exec& exec, const X& logits, Out& out, double temperature, bool log) noexcept {
     using T = logits_scalar_t<X>;
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "distill: softmax is defined for float and double");
-    static_assert(std::is_same_v<logits_scalar_t<Out>, T>, "distill: softmax output must have the logits' scalar type");
     const char* name = log ? "log_softmax" : "softmax";
     if (!(temperature >= min_temperature && temperature <= max_temperature))
-        return status::error(errc::invalid_argument, "%s: temperature must be in [%g, %g], got %g", name,
-                             min_temperature, max_temperature, temperature);
+        return status::error(errc::invalid_argument, "%s: temperature must be in [%s, %s], got %s", name,
+                             format_number(min_temperature).c_str(), format_number(max_temperature).c_str(),
+                             format_number(temperature).c_str());
     matrix_view<const T> in;
     matrix_view<T> o;
     if (status s = make_view<false>(logits, "logits", in); !s) return s;
@@ -60,9 +60,17 @@ status softmax_into(Exec& exec, const X& logits, Out&& out, double temperature, 
     if (in.cols == 0)
         return status::error(errc::invalid_argument, "%s: logits have 0 classes (shape %td x 0); at least 1 is needed",
                              name, in.rows);
-    if (o.rows != in.rows || o.cols != in.cols)
-        return status::error(errc::invalid_argument, "%s: output is %td x %td but logits are %td x %td; they must match",
-                             name, o.rows, o.cols, in.rows, in.cols);
+    if (!same_shape(o, in))
+        return status::error(errc::invalid_argument, "%s: output is %s but logits are %s; they must match", name,
+                             format_shape(o).c_str(), format_shape(in).c_str());
+    // In place is each output row over its own input row; anything else that shares an element
+    // would read logits already overwritten.
+    const bool in_place = o.data == in.data && (in.rows <= 1 || o.row_stride == in.row_stride);
+    if (!in_place && views_overlap(o, in))
+        return status::error(errc::invalid_argument,
+                             "%s: the output partly overlaps the logits; it must be the logits themselves (in place) "
+                             "or a separate buffer",
+                             name);
     const std::ptrdiff_t pieces = std::min(in.rows, softmax_pieces);
     std::array<std::ptrdiff_t, softmax_pieces> bad_row;
     bad_row.fill(-1);
@@ -80,12 +88,32 @@ status softmax_into(Exec& exec, const X& logits, Out&& out, double temperature, 
     return {};
 }
 
+// The scalar types first, each refusal its own branch: a wrong type gets the static_assert alone.
+template <class Isa, class Exec, class X, class Out>
+status softmax_into(Exec& exec, const X& logits, Out&& out, double temperature, bool log) noexcept {
+    using T = logits_scalar_t<X>;
+    if constexpr (!(std::is_same_v<T, float> || std::is_same_v<T, double>)) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "distill: softmax is defined for float and double");
+        return {};
+    } else if constexpr (!std::is_same_v<logits_scalar_t<Out>, T>) {
+        static_assert(std::is_same_v<logits_scalar_t<Out>, T>, "distill: softmax output must have the logits' scalar type");
+        return {};
+    } else {
+        return softmax_checked<Isa>(exec, logits, out, temperature, log);
+    }
+}
+
 // A fresh output shaped like the input: a row-major matrix, or a row-major tensor of the same rank.
 template <class X>
 auto output_like(const X& logits) {
     using D = std::remove_cvref_t<X>;
     using T = logits_scalar_t<X>;
-    if constexpr (is_eigen_tensor<D>) {
+    if constexpr (is_eigen_tensor<D> && !is_tensor_storage<D>::value) {
+        static_assert(is_tensor_storage<D>::value,
+                      "distill: logits must refer to memory (Eigen::Tensor or TensorMap), not an unevaluated "
+                      "tensor expression (s * 2.0f, t.chip(0, 0)); evaluate it into a row-major Tensor first");
+        return Eigen::Tensor<T, 2, Eigen::RowMajor>();
+    } else if constexpr (is_eigen_tensor<D>) {
         return Eigen::Tensor<T, D::NumDimensions, Eigen::RowMajor>(logits.dimensions());
     } else if constexpr (is_matrix_ref<D>) {  // a negative shape is reported by the call that follows
         return Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>(logits.rows < 0 ? 0 : logits.rows,

@@ -23,18 +23,31 @@ inline constexpr bool is_absent = std::is_same_v<std::remove_cvref_t<X>, absent>
 
 template <class Labels>
 struct label_value {
-    using type = typename decltype(label_span(std::declval<const Labels&>()))::value_type;
+    using type = label_value_t<Labels>;
 };
 template <>
 struct label_value<absent> {
     using type = std::int64_t;
 };
 
-template <class Scalar, class X>
-constexpr void check_scalar() {
-    static_assert(std::is_same_v<logits_scalar_t<X>, Scalar>,
-                  "distill: the logits' scalar type must be the functor's (e.g. float logits with "
-                  "distill::kl_divergence<float>)");
+// The view of a logits argument, which must be an Eigen object or a matrix_ref of the functor's scalar type: anything
+// else is one of these static_asserts alone (make_view is not even instantiated with it).
+template <class Scalar, bool Writable, class X, class V>
+status view_of(X& x, const char* name, V& out) noexcept {
+    using D = std::remove_cvref_t<X>;
+    if constexpr (!(is_eigen_dense<D> || is_eigen_tensor<D> || is_matrix_ref<D>)) {
+        static_assert(is_eigen_dense<D> || is_eigen_tensor<D> || is_matrix_ref<D>,
+                      "distill: logits must be an Eigen dense object (row-major), an Eigen::Tensor/TensorMap or a "
+                      "distill::matrix_ref");
+        return {};
+    } else if constexpr (!std::is_same_v<logits_scalar_t<X>, Scalar>) {
+        static_assert(std::is_same_v<logits_scalar_t<X>, Scalar>,
+                      "distill: the logits' scalar type must be the functor's (e.g. float logits with "
+                      "distill::kl_divergence<float>)");
+        return {};
+    } else {
+        return make_view<Writable>(x, name, out);
+    }
 }
 
 template <class Scalar, class Isa, class Exec, class Student, class Teacher, class Labels, class Grad>
@@ -42,17 +55,15 @@ status evaluate(Exec& exec, const loss_config& o, const Student& student, const 
                 const Labels& labels, Grad&& grad, per_row rows, loss_value& out) noexcept {
     out = {};
     loss_call<Scalar, typename label_value<std::remove_cvref_t<Labels>>::type> call;
-    check_scalar<Scalar, Student>();
-    if (status s = make_view<false>(student, "student logits", call.student); !s) return s;
+    if (status s = view_of<Scalar, false>(student, "student logits", call.student); !s) return s;
     if constexpr (!is_absent<Teacher>) {
-        check_scalar<Scalar, Teacher>();
-        if (status s = make_view<false>(teacher, "teacher logits", call.teacher); !s) return s;
+        if (status s = view_of<Scalar, false>(teacher, "teacher logits", call.teacher); !s) return s;
         call.has_teacher = true;
     }
-    if constexpr (!is_absent<Labels>) call.labels = label_span(labels);
+    if constexpr (!is_absent<Labels>)
+        if (status s = label_span(labels, call.labels); !s) return s;
     if constexpr (!is_absent<Grad>) {
-        check_scalar<Scalar, Grad>();
-        if (status s = make_view<true>(grad, "gradient buffer", call.grad); !s) return s;
+        if (status s = view_of<Scalar, true>(grad, "gradient buffer", call.grad); !s) return s;
         call.has_grad = true;
     }
     call.rows = rows;

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 
 #include "../logits.hpp"
@@ -25,44 +24,39 @@ inline constexpr double max_temperature = 1e3;
 inline status check_options(const loss_config& o) noexcept {
     const auto in_unit_interval = [](double v) { return v >= 0 && v <= 1; };
     if (o.soft_term && !(o.temperature >= min_temperature && o.temperature <= max_temperature))
-        return status::error(errc::invalid_argument, "%s: temperature must be in [%g, %g], got %g", o.loss_name,
-                             min_temperature, max_temperature, o.temperature);
+        return status::error(errc::invalid_argument, "%s: temperature must be in [%s, %s], got %s", o.loss_name,
+                             format_number(min_temperature).c_str(), format_number(max_temperature).c_str(),
+                             format_number(o.temperature).c_str());
     if (o.soft_term && o.hard_term && !in_unit_interval(o.alpha))
-        return status::error(errc::invalid_argument, "%s: alpha must be in [0, 1], got %g", o.loss_name, o.alpha);
+        return status::error(errc::invalid_argument, "%s: alpha must be in [0, 1], got %s", o.loss_name,
+                             format_number(o.alpha).c_str());
     if (o.soft_term) {
         if (!in_unit_interval(o.params.beta))
-            return status::error(errc::invalid_argument, "%s: jensen_shannon beta must be in [0, 1], got %g",
-                                 o.loss_name, o.params.beta);
+            return status::error(errc::invalid_argument, "%s: jensen_shannon beta must be in [0, 1], got %s",
+                                 o.loss_name, format_number(o.params.beta).c_str());
         if (!in_unit_interval(o.params.skew))
-            return status::error(errc::invalid_argument, "%s: %s skew must be in [0, 1], got %g", o.loss_name,
-                                 divergence_name(o.divergence), o.params.skew);
+            return status::error(errc::invalid_argument, "%s: %s skew must be in [0, 1], got %s", o.loss_name,
+                                 divergence_name(o.divergence), format_number(o.params.skew).c_str());
         for (double w : {o.params.target_weight, o.params.non_target_weight})
             if (!(w >= 0) || !std::isfinite(w))
                 return status::error(errc::invalid_argument,
-                                     "%s: decoupled_kd weights must be finite and >= 0, got target_weight %g and "
-                                     "non_target_weight %g",
-                                     o.loss_name, o.params.target_weight, o.params.non_target_weight);
+                                     "%s: decoupled_kd weights must be finite and >= 0, got target_weight %s and "
+                                     "non_target_weight %s",
+                                     o.loss_name, format_number(o.params.target_weight).c_str(),
+                                     format_number(o.params.non_target_weight).c_str());
         if (o.divergence == divergence_kind::decoupled_kd && !o.hard_term)
             return status::error(errc::invalid_argument,
                                  "%s: decoupled_kd needs each row's label; use distillation_loss, which takes labels",
                                  o.loss_name);
     }
     if (o.hard_term && !(o.label_smoothing >= 0 && o.label_smoothing < 1))
-        return status::error(errc::invalid_argument, "%s: label_smoothing must be in [0, 1), got %g", o.loss_name,
-                             o.label_smoothing);
+        return status::error(errc::invalid_argument, "%s: label_smoothing must be in [0, 1), got %s", o.loss_name,
+                             format_number(o.label_smoothing).c_str());
     if (o.reduce == reduction::divide_by && (!(o.normalizer > 0) || !std::isfinite(o.normalizer)))
         return status::error(errc::invalid_argument,
-                             "%s: normalizer must be finite and > 0 for reduction::divide_by, got %g", o.loss_name,
-                             o.normalizer);
+                             "%s: normalizer must be finite and > 0 for reduction::divide_by, got %s", o.loss_name,
+                             format_number(o.normalizer).c_str());
     return {};
-}
-
-template <class T>
-bool overlaps(const matrix_view<T>& a, const matrix_view<const T>& b) noexcept {
-    if (!a.data || !b.data || a.rows == 0 || b.rows == 0) return false;
-    const T* a_end = a.data + (a.rows - 1) * a.row_stride + a.cols;
-    const T* b_end = b.data + (b.rows - 1) * b.row_stride + b.cols;
-    return std::less<const T*>{}(a.data, b_end) && std::less<const T*>{}(b.data, a_end);
 }
 
 // Whether two views are the very same elements: the gradient written over the student logits.
@@ -88,11 +82,10 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
         return status::error(errc::invalid_argument,
                              "%s: student logits have 0 classes (shape %td x 0); at least 1 class is needed",
                              o.loss_name, N);
-    if (c.has_teacher && (c.teacher.rows != N || c.teacher.cols != C))
-        return status::error(errc::invalid_argument,
-                             "%s: teacher %s are %td x %td but student logits are %td x %td; they must match",
-                             o.loss_name, o.teacher == teacher_input::logits ? "logits" : "values", c.teacher.rows,
-                             c.teacher.cols, N, C);
+    if (c.has_teacher && !same_shape(c.teacher, c.student))
+        return status::error(errc::invalid_argument, "%s: teacher %s are %s but student logits are %s; they must match",
+                             o.loss_name, o.teacher == teacher_input::logits ? "logits" : "values",
+                             format_shape(c.teacher).c_str(), format_shape(c.student).c_str());
     const bool has_labels = !c.labels.empty();
     if (has_labels && static_cast<std::ptrdiff_t>(c.labels.size()) != N)
         return status::error(errc::invalid_argument, "%s: labels have %zu entries but the logits have %td rows",
@@ -105,22 +98,22 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
             return status::error(errc::invalid_argument, "%s: labels are required, one per row (%td rows), got none",
                                  o.loss_name, N);
         return status::error(errc::invalid_argument,
-                             "%s: no labels given but alpha = %g; the hard-label term needs one label per row "
+                             "%s: no labels given but alpha = %s; the hard-label term needs one label per row "
                              "(without labels, alpha must be 1: pure distillation)",
-                             o.loss_name, o.alpha);
+                             o.loss_name, format_number(o.alpha).c_str());
     }
-    if (c.has_grad && (c.grad.rows != N || c.grad.cols != C))
-        return status::error(errc::invalid_argument,
-                             "%s: gradient buffer is %td x %td but student logits are %td x %td; they must match",
-                             o.loss_name, c.grad.rows, c.grad.cols, N, C);
+    if (c.has_grad && !same_shape(c.grad, c.student))
+        return status::error(errc::invalid_argument, "%s: gradient buffer is %s but student logits are %s; they must match",
+                             o.loss_name, format_shape(c.grad).c_str(), format_shape(c.student).c_str());
     // The gradient may be the student logits themselves (in place), never a part of them or of
     // the teacher's values.
     const bool in_place = c.has_grad && same_view(c.grad, c.student);
-    if ((!in_place && overlaps(c.grad, c.student)) || overlaps(c.grad, c.teacher))
+    const bool over_teacher = c.has_grad && c.has_teacher && views_overlap(c.grad, c.teacher);
+    if ((c.has_grad && !in_place && views_overlap(c.grad, c.student)) || over_teacher)
         return status::error(errc::invalid_argument,
                              "%s: the gradient buffer overlaps the %s logits; it must be a separate buffer or the "
                              "student logits themselves",
-                             o.loss_name, overlaps(c.grad, c.teacher) ? "teacher" : "student");
+                             o.loss_name, over_teacher ? "teacher" : "student");
     if (!c.rows.mask.empty() && static_cast<std::ptrdiff_t>(c.rows.mask.size()) != N)
         return status::error(errc::invalid_argument, "%s: per_row.mask has %zu entries but the logits have %td rows",
                              o.loss_name, c.rows.mask.size(), N);
@@ -166,8 +159,8 @@ status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64
             const float w = c.rows.weights[static_cast<std::size_t>(i)];
             if (!(w >= 0) || !std::isfinite(w))
                 return status::error(errc::invalid_argument,
-                                     "%s: per_row.weights[%td] is %g; row weights must be finite and >= 0",
-                                     o.loss_name, i, static_cast<double>(w));
+                                     "%s: per_row.weights[%td] is %s; row weights must be finite and >= 0",
+                                     o.loss_name, i, format_number(static_cast<double>(w)).c_str());
         }
         if (!c.labels.empty()) {
             const auto y = static_cast<std::int64_t>(c.labels[static_cast<std::size_t>(i)]);
@@ -199,8 +192,8 @@ status check_finite(const char* loss_name, const char* which, const matrix_view<
                                      loss_name, which, i, j, std::isnan(row[j]) ? "NaN" : "+inf");
             if (probabilities && row[j] < 0)
                 return status::error(errc::invalid_argument,
-                                     "%s: %s: element (%td, %td) is %g; probabilities must be >= 0", loss_name,
-                                     which, i, j, static_cast<double>(row[j]));
+                                     "%s: %s: element (%td, %td) is %s; probabilities must be >= 0", loss_name,
+                                     which, i, j, format_number(static_cast<double>(row[j])).c_str());
         }
     }
     return {};
