@@ -45,8 +45,8 @@ struct divergence_value {
     double a = 0, b = 0, c = 0;
 };
 
-// The label's own element, for policies that treat it apart (decoupled KD).
-using label_element = element<double>;
+// The target class's own element, for policies that treat it apart (decoupled KD).
+using target_element = element<double>;
 
 // p log(p / q) - p + q, a term of KL(p || q) with its share of sum_c (q_c - p_c) = 0 added: it is
 // >= 0 for every p, q >= 0, so no rounding can make a row's sum of them negative, and a row of
@@ -81,7 +81,7 @@ struct forward_kl_policy {
         sum[0] += kl_term(e.p, e.q, e.lp, e.lq);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {sum[0]};
     }
     template <class V>
@@ -132,7 +132,7 @@ struct reverse_kl_policy {
         sum[0] += kl_term(e.q, e.p, e.lq, e.lp);  // >= 0 term by term, as for forward KL
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {sum[0], sum[0]};
     }
     template <class V>
@@ -160,7 +160,7 @@ struct jensen_shannon_policy {
         sum[1] += product_unless_zero(e.q, e.lq - lm);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params& k,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {k.beta * sum[0] + (1 - k.beta) * sum[1], sum[1]};
     }
     template <class V>
@@ -192,7 +192,7 @@ struct skew_kl_policy {
         sum[1] += overlap(e, m);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {sum[0], sum[1]};
     }
     template <class V>
@@ -218,7 +218,7 @@ struct skew_reverse_kl_policy {
         sum[1] += product_unless_zero(e.q, e.q / m);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {sum[0], sum[0], sum[1]};
     }
     template <class V>
@@ -246,7 +246,7 @@ struct total_variation_policy {
         sum[1] += e.q * half_sign(e);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params&,
-                                   const label_element&) noexcept {
+                                   const target_element&) noexcept {
         return {0.5 * sum[0], sum[1]};
     }
     template <class V>
@@ -271,7 +271,7 @@ struct decoupled_kd_policy {
         sum[2] += product_unless_zero(e.p, e.lp - e.lq);
     }
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params& k,
-                                   const label_element& y) noexcept {
+                                   const target_element& y) noexcept {
         const double Q = sum[0], P = sum[1], A = sum[2];
         const double nckd = P > 0 ? A / P - std::log(P) + std::log(Q) : 0.0;
         const double tckd = (y.p != 0 ? y.p * (y.lp - y.lq) : 0.0) + (P > 0 ? P * (std::log(P) - std::log(Q)) : 0.0);

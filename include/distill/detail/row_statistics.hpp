@@ -122,7 +122,7 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, bo
         if (statistics_first) {
             value.value = forward_kl_policy::value(st.acc, st.zq, st.zp);
         } else {
-            label_element y{};
+            target_element y{};
             if (Policy::excludes_label) y = element_at(s, t, label, k, normalizers(st));
             value = Policy::finish(sums, k.params, y);
         }
