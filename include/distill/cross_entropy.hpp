@@ -8,6 +8,7 @@
 #include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
 
 #include <cstdint>
+#include <vector>
 
 #include "detail/loss_functor.hpp"
 #include "reduction.hpp"
@@ -20,6 +21,10 @@ struct cross_entropy_options {
     reduction reduce = reduction::mean;  // mean = sum / rows counted
     double normalizer = 1.0;             // divisor for reduction::divide_by (> 0, finite)
     bool check_finite = false;           // opt-in scan: NaN or +inf -> error naming (row, column)
+    // Weights of the classes in the cross-entropy term (PyTorch's `weight`): empty, or one finite
+    // weight >= 0 per class. Row i's CE is then -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c,
+    // and mean divides that term by the sum of the counted rows' w_y.
+    std::vector<double> class_weights = {};
 };
 
 // Calls: loss(student, labels[, rows]) and loss_and_grad(student, labels, grad[, rows]), each
@@ -30,7 +35,10 @@ public:
     static constexpr int input_count = 2;  // student, labels
 
     cross_entropy() = default;
-    explicit cross_entropy(const cross_entropy_options& options) : options_(options) { this->check_options_or_throw(); }
+    explicit cross_entropy(const cross_entropy_options& options)
+        : options_(options), class_weights_(options.class_weights.begin(), options.class_weights.end()) {
+        this->check_options_or_throw();
+    }
     const cross_entropy_options& options() const noexcept { return options_; }
 
 private:
@@ -46,6 +54,10 @@ private:
         c.loss_name = "cross_entropy";
         c.hard_term = true;
         c.label_smoothing = options_.label_smoothing;
+        if (!options_.class_weights.empty()) {
+            c.class_weights = class_weights_.data();
+            c.class_weight_count = static_cast<std::ptrdiff_t>(class_weights_.size());
+        }
         c.ignore_index = options_.ignore_index;
         c.reduce = options_.reduce;
         c.normalizer = options_.normalizer;
@@ -54,6 +66,7 @@ private:
     }
 
     cross_entropy_options options_{};
+    std::vector<Scalar> class_weights_;  // options_.class_weights in the kernels' scalar type
 };
 
 }  // namespace distill

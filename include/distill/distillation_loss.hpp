@@ -12,6 +12,7 @@
 #include "detail/warnings_push.hpp"  // GCC 12 AVX-512 false positives; pairs with warnings_pop.hpp below
 
 #include <cstdint>
+#include <vector>
 
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
@@ -30,6 +31,10 @@ struct distillation_options {
     bool check_finite = false;           // opt-in scan: NaN or +inf -> error naming (row, column)
     distill::divergence divergence = forward_kl{};           // the soft term
     teacher_input teacher = teacher_input::logits;  // what the teacher's values are
+    // Weights of the classes in the cross-entropy term (PyTorch's `weight`): empty, or one finite
+    // weight >= 0 per class. Row i's CE is then -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c,
+    // and mean divides that term by the sum of the counted rows' w_y.
+    std::vector<double> class_weights = {};
 };
 
 // Calls: loss(student, teacher, labels[, rows]) and loss_and_grad(student, teacher, labels, grad
@@ -41,7 +46,8 @@ public:
     static constexpr int input_count = 3;  // student, teacher, labels
 
     distillation_loss() = default;
-    explicit distillation_loss(const distillation_options& options) : options_(options) {
+    explicit distillation_loss(const distillation_options& options)
+        : options_(options), class_weights_(options.class_weights.begin(), options.class_weights.end()) {
         this->check_options_or_throw();
     }
     const distillation_options& options() const noexcept { return options_; }
@@ -67,6 +73,10 @@ private:
         c.scale_by_t_squared = options_.scale_by_t_squared;
         c.teacher = options_.teacher;
         c.label_smoothing = options_.label_smoothing;
+        if (!options_.class_weights.empty()) {
+            c.class_weights = class_weights_.data();
+            c.class_weight_count = static_cast<std::ptrdiff_t>(class_weights_.size());
+        }
         c.ignore_index = options_.ignore_index;
         c.reduce = options_.reduce;
         c.normalizer = options_.normalizer;
@@ -75,6 +85,7 @@ private:
     }
 
     distillation_options options_{};
+    std::vector<Scalar> class_weights_;  // options_.class_weights in the kernels' scalar type
 };
 
 }  // namespace distill

@@ -24,6 +24,10 @@ struct loss_config {
     divergence_params params;
     teacher_input teacher = teacher_input::logits;
     double label_smoothing = 0;
+    // The hard term's class weights (PyTorch's `weight`): class_weight_count values of the functor's
+    // scalar type, or none.
+    const void* class_weights = nullptr;
+    std::ptrdiff_t class_weight_count = 0;
     std::int64_t ignore_index = -100;
     reduction reduce = reduction::mean;
     double normalizer = 1;

@@ -24,12 +24,14 @@ struct row_stats {
     double mt = -std::numeric_limits<double>::infinity();  // max of the teacher's logits
     double zq = 0, zr = 0, zp = 0;                         // sums of e_q, e_r, e_p
     double acc = 0;                                        // forward KL's statistics-first accumulator
-    double sum_x = 0;                                      // sum of (s - ms), for label smoothing
+    double sum_x = 0;                                      // sum of w (s - ms), for label smoothing
+    double weight_seen = 0;                                // sum of w over the elements covered (w = 1
+                                                           // without class weights): sum_x's rescale
     std::ptrdiff_t seen = 0;                               // elements covered
 };
 
 // Re-expresses `a` relative to maxima that are at least its own: every x falls by ds / T, every
-// e_q by exp(-ds / T), every e_r by exp(-ds), every (s - ms) by ds; the teacher's sums by
+// e_q by exp(-ds / T), every e_r by exp(-ds), every w (s - ms) by w ds; the teacher's sums by
 // exp(-dt / T_t). A max of -inf has empty sums (except sums that are already +-inf), which need no
 // rescale.
 inline void rebase(row_stats& a, double new_ms, double new_mt, const row_terms& k) noexcept {
@@ -39,7 +41,7 @@ inline void rebase(row_stats& a, double new_ms, double new_mt, const row_terms& 
         ds = new_ms - a.ms;
         a.zq *= std::exp(-ds * k.inv_temperature);
         a.zr *= std::exp(-ds);
-        a.sum_x -= static_cast<double>(a.seen) * ds;
+        a.sum_x -= a.weight_seen * ds;
     }
     if (k.soft) {
         if (a.mt != minus_inf && !(new_mt == a.mt)) {
@@ -63,6 +65,7 @@ inline row_stats merge(row_stats a, row_stats b, const row_terms& k) noexcept {
     a.zp += b.zp;
     a.acc += b.acc;
     a.sum_x += b.sum_x;
+    a.weight_seen += b.weight_seen;
     a.seen += b.seen;
     return a;
 }
@@ -129,9 +132,10 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, bo
         out.divergence = value.value;
     }
     if (k.hard) {
+        // CE = -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c, log r = s - ms - log Z_r.
         const double eps = k.smoothing;
-        out.ce = -(1 - eps) * (static_cast<double>(s[label]) - st.ms) - eps * st.sum_x / static_cast<double>(C) +
-                 std::log(st.zr);
+        out.ce = -(1 - eps) * k.label_weight * (static_cast<double>(s[label]) - st.ms) -
+                 eps * st.sum_x / static_cast<double>(C) + k.hard_r_weight(C) * std::log(st.zr);
     }
     return out;
 }

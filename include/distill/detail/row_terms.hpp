@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -41,10 +42,25 @@ struct row_terms {
     divergence_kind divergence = divergence_kind::forward_kl;
     divergence_params params;
     double smoothing = 0;            // label smoothing eps
+    // Class weights of the hard term (PyTorch's `weight`), or null: C weights in the kernel's own
+    // scalar type (the functor keeps them so), with label_weight = w_y of the row and
+    // class_weight_sum = sum_c w_c. Without them every class weighs 1.
+    const void* class_weights = nullptr;
+    double label_weight = 1;
+    double class_weight_sum = 0;
     bool grad_in_place = false;      // the gradient is written over the student logits: nothing
                                      // may be parked in it, so sweep 1's e_p is recomputed later
     double soft_grad = 0;            // gradient coefficient of d D / d(s / T)
     double hard_grad = 0;            // gradient coefficient of d CE / ds = r - target
+
+    template <class T>
+    const T* class_weights_as() const noexcept { return static_cast<const T*>(class_weights); }
+    // The coefficient of r in the hard term's gradient: (1 - eps) w_y + eps W / C, which is 1
+    // without class weights.
+    double hard_r_weight(std::ptrdiff_t C) const noexcept {
+        return class_weights ? (1 - smoothing) * label_weight + smoothing * class_weight_sum / static_cast<double>(C)
+                             : 1.0;
+    }
 
     // The row's label is read by the kernel: for the hard term, and for a divergence defined
     // around the target class.

@@ -42,9 +42,11 @@ struct loss_plan {
     const loss_call<T, Label>* call;
     row_terms terms;
     double soft_loss_weight = 0, hard_loss_weight = 0;  // alpha T^2 (or alpha) and 1 - alpha
-    double weight = 1;                                  // the reduction, as a factor on every row
+    double weight = 1;       // the reduction, as a factor on every row (of the soft term)
+    double hard_weight = 1;  // the same for the hard term, whose mean divides by the targets' class weights
     std::int64_t counted = 0;                           // rows taking part
     double weight_sum = 0;                              // their weights' sum
+    double hard_weight_sum = 0;                         // and times their targets' class weights
     bool needs_sums = false;                            // a normalise-first divergence: sweep 2 sums
     std::ptrdiff_t piece_count = 0;
     std::array<piece_result, max_pieces> pieces{};
@@ -64,13 +66,15 @@ struct loss_plan {
     const T* teacher_row(std::ptrdiff_t i) const noexcept { return call->has_teacher ? call->teacher.row(i) : nullptr; }
     T* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
-    // Row i's kernel constants: the call's, with the gradient scaled by the row's weight.
+    // Row i's kernel constants: the call's, with the gradient scaled by the row's weight and the
+    // class weight of its label.
     row_terms terms_of(std::ptrdiff_t i) const noexcept {
-        if (call->rows.weights.empty()) return terms;
+        if (call->rows.weights.empty() && !terms.class_weights) return terms;
         row_terms k = terms;
         const double w = row_weight(*call, i);
         k.soft_grad *= w;
         k.hard_grad *= w;
+        if (k.class_weights && k.hard) k.label_weight = label_class_weight(*options, *call, i);
         return k;
     }
 };
@@ -209,7 +213,7 @@ void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
                 sums = merge(sums, plan.segment_sums[static_cast<std::size_t>(i * plan.segments + j)]);
             row_loss = record_row(plan, plan.pieces[at], i,
                                   backend<Isa>::row_loss(plan.merged[at], sums, c.student.row(i), plan.teacher_row(i),
-                                                         plan.label_of(i), c.student.cols, plan.terms, plan.values[at],
+                                                         plan.label_of(i), c.student.cols, plan.terms_of(i), plan.values[at],
                                                          plan.grad_row(i), plan.teacher_max_at[at].data()));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
@@ -221,7 +225,7 @@ template <class Isa, class T, class Label>
 status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<Isa, T, Label>& plan) noexcept {
     if (status s = check_options(o); !s) return s;
     if (status s = check_shapes(o, c); !s) return s;
-    if (status s = count_rows(o, c, plan.counted, plan.weight_sum); !s) return s;
+    if (status s = count_rows(o, c, plan.counted, plan.weight_sum, plan.hard_weight_sum); !s) return s;
     row_terms& k = plan.terms;
     k.soft = soft_active(o) && c.has_teacher;
     k.hard = hard_active(o) && !c.labels.empty();
@@ -236,6 +240,9 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     double& weight = plan.weight;
     if (o.reduce == reduction::mean) weight = plan.weight_sum > 0 ? 1.0 / plan.weight_sum : 0.0;
     if (o.reduce == reduction::divide_by) weight = 1.0 / o.normalizer;
+    plan.hard_weight = weight;
+    if (o.reduce == reduction::mean && o.class_weights)
+        plan.hard_weight = plan.hard_weight_sum > 0 ? 1.0 / plan.hard_weight_sum : 0.0;
 
     // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
     k.temperature = k.soft ? o.temperature : 1.0;
@@ -252,7 +259,13 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     plan.hard_loss_weight = o.soft_term && o.hard_term ? 1 - o.alpha : 1.0;
     // d(T^2 D)/ds = T dD/dx and d D/ds = (dD/dx) / T, x = s / T (docs/math.md).
     k.soft_grad = weight * plan.soft_loss_weight * k.inv_temperature;
-    k.hard_grad = weight * plan.hard_loss_weight;
+    k.hard_grad = plan.hard_weight * plan.hard_loss_weight;
+    if (k.hard && o.class_weights) {
+        k.class_weights = o.class_weights;
+        k.class_weight_sum = 0;
+        for (std::ptrdiff_t j = 0; j < o.class_weight_count; ++j)
+            k.class_weight_sum += static_cast<double>(static_cast<const T*>(o.class_weights)[j]);
+    }
     plan.options = &o;
     plan.call = &c;
     plan.needs_sums = k.soft && !backend<Isa>::statistics_first(k);
@@ -282,7 +295,7 @@ status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexce
         hard_sum += r.hard;
     }
     out.soft = plan.weight * soft_sum;
-    out.hard = plan.weight * hard_sum;
+    out.hard = plan.hard_weight * hard_sum;
     out.total = out.soft + out.hard;
     out.rows_counted = plan.counted;
     out.weight_sum = plan.weight_sum;

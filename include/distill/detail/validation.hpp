@@ -117,6 +117,18 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
     if (!c.rows.mask.empty() && static_cast<std::ptrdiff_t>(c.rows.mask.size()) != N)
         return status::error(errc::invalid_argument, "%s: per_row.mask has %zu entries but the logits have %td rows",
                              o.loss_name, c.rows.mask.size(), N);
+    if (o.class_weights && hard_active(o)) {
+        if (o.class_weight_count != C)
+            return status::error(errc::invalid_argument,
+                                 "%s: class_weights has %td entries but the logits have %td classes", o.loss_name,
+                                 o.class_weight_count, C);
+        const T* w = static_cast<const T*>(o.class_weights);
+        for (std::ptrdiff_t j = 0; j < C; ++j)
+            if (!(w[j] >= 0) || !std::isfinite(w[j]))
+                return status::error(errc::invalid_argument,
+                                     "%s: class_weights[%td] is %s; class weights must be finite and >= 0", o.loss_name,
+                                     j, format_number(static_cast<double>(w[j])).c_str());
+    }
     if (!c.rows.weights.empty() && static_cast<std::ptrdiff_t>(c.rows.weights.size()) != N)
         return status::error(errc::invalid_argument,
                              "%s: per_row.weights has %zu entries but the logits have %td rows", o.loss_name,
@@ -148,12 +160,22 @@ double row_weight(const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
 
 // Validates the labels and the row weights and counts the rows that take part (not ignore_index,
 // not masked out, weight not 0) and their weights.
+// The class weight of row i's label (1 without class weights or labels).
 template <class T, class Label>
-status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted,
-                  double& weight_sum) noexcept {
+double label_class_weight(const loss_config& o, const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
+    if (!o.class_weights || c.labels.empty()) return 1.0;
+    return static_cast<double>(static_cast<const T*>(o.class_weights)[c.labels[static_cast<std::size_t>(i)]]);
+}
+
+// hard_weight_sum: the counted rows' weights times their labels' class weights, the divisor of the
+// hard term's mean (PyTorch divides a class-weighted cross-entropy by the sum of the targets' weights).
+template <class T, class Label>
+status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted, double& weight_sum,
+                  double& hard_weight_sum) noexcept {
     const auto N = c.student.rows, C = c.student.cols;
     counted = 0;
     weight_sum = 0;
+    hard_weight_sum = 0;
     for (std::ptrdiff_t i = 0; i < N; ++i) {
         if (!c.rows.weights.empty()) {
             const float w = c.rows.weights[static_cast<std::size_t>(i)];
@@ -172,7 +194,11 @@ status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64
                                      o.loss_name, static_cast<long long>(y), i, C,
                                      static_cast<long long>(o.ignore_index));
         }
-        if (row_counts(c, o.ignore_index, i)) ++counted, weight_sum += row_weight(c, i);
+        if (row_counts(c, o.ignore_index, i)) {
+            ++counted;
+            weight_sum += row_weight(c, i);
+            hard_weight_sum += row_weight(c, i) * label_class_weight(o, c, i);
+        }
     }
     return {};
 }

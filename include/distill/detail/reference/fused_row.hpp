@@ -30,6 +30,12 @@ inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
     return (C + block_columns(C) - 1) / block_columns(C);
 }
 
+// Class c's weight in the hard term (1 without class weights).
+template <class T>
+double class_weight(const row_terms& k, std::ptrdiff_t c) noexcept {
+    return k.class_weights ? static_cast<double>(k.class_weights_as<T>()[c]) : 1.0;
+}
+
 template <class T>
 double row_max(const T* x, std::ptrdiff_t n) noexcept {
     double m = minus_inf;
@@ -61,7 +67,11 @@ row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& 
         st.zq += std::exp(x * k.inv_temperature);
         if (k.hard) {
             st.zr += std::exp(x);
-            if (k.smoothing > 0) st.sum_x += x;
+            if (k.smoothing > 0) {
+                const double w = class_weight<T>(k, c);
+                st.sum_x += w * x;
+                st.weight_seen += w;
+            }
         }
         if (k.soft) st.zp += std::exp((teacher_logit(t, c, k) - shift_t) * k.teacher_inv_temperature);
     }
@@ -88,7 +98,7 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
     const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
     const row_normalizers n = normalizers(st);
     const double log_zr = k.hard ? std::log(st.zr) : 0.0;
-    const double uniform = k.hard ? k.smoothing / static_cast<double>(C) : 0.0;
+    const double r_weight = k.hard_r_weight(C);
     for (std::ptrdiff_t c = c0; c < c1; ++c) {
         double g = 0;
         if (k.soft) {
@@ -100,9 +110,11 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
             }
         }
         if (k.hard) {
+            // d/ds_c of -(1 - eps) w_y log r_y - (eps / C) sum_k w_k log r_k.
             const double r = std::exp(static_cast<double>(s[c]) - st.ms - log_zr);
-            const double target = (c == label ? 1 - k.smoothing : 0.0) + uniform;
-            g += k.hard_grad * (r - target);
+            const double target =
+                (c == label ? (1 - k.smoothing) * k.label_weight : 0.0) + k.smoothing * class_weight<T>(k, c) / static_cast<double>(C);
+            g += k.hard_grad * (r_weight * r - target);
         }
         grad[c] = static_cast<T>(g);
     }

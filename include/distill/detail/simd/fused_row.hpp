@@ -86,6 +86,7 @@ struct shaped_kernel {
                                 std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
         const auto select = [](auto c, auto a, auto b) { return xsimd::select(c, a, b); };
         const bool smooth = Hard && k.smoothing > 0;
+        const T* class_weights = k.class_weights_as<T>();  // weigh the smoothing sum, or null
         const bool probabilities = k.teacher_probabilities;
         const V v_inv_t(static_cast<T>(k.inv_temperature)), v_teacher_inv_t(static_cast<T>(k.teacher_inv_temperature));
         const V zero(T(0));
@@ -114,10 +115,11 @@ struct shaped_kernel {
                         part_zr += r_from(e_q, shifted, k);
                         if (smooth) {
                             if (n == W)
-                                part_x += shifted;
+                                part_x += class_weights ? load<Arch>(class_weights + i, n, T(0)) * shifted : shifted;
                             else  // the -inf fill of a tail must not reach the sum of logits
                                 for (std::ptrdiff_t j = 0; j < n; ++j)
-                                    st.sum_x += static_cast<double>(s[i + j]) - shift_of(st.ms);
+                                    st.sum_x += (class_weights ? static_cast<double>(class_weights[i + j]) : 1.0) *
+                                                (static_cast<double>(s[i + j]) - shift_of(st.ms));
                         }
                     }
                     if constexpr (Soft) {
@@ -139,25 +141,37 @@ struct shaped_kernel {
                 }
             }
             st.seen += end - begin;
+            if (smooth) {
+                if (class_weights)
+                    for (std::ptrdiff_t c = begin; c < end; ++c) st.weight_seen += static_cast<double>(class_weights[c]);
+                else
+                    st.weight_seen += static_cast<double>(end - begin);
+            }
         }
         return st;
     }
 
-    // The hard term's gradient of one element: hard_grad (r - eps / C); the label's -(1 - eps) is
-    // subtracted after the block.
+    // The hard term's gradient of one element: hard_grad (a r - eps w_c / C), a = (1 - eps) w_y +
+    // eps W / C (1 without class weights); the label's -(1 - eps) w_y is subtracted after the block.
     struct hard_part {
         V coef_r, uniform;
+        const T* class_weights;
         hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C) noexcept
-            : coef_r(static_cast<T>(k.hard_grad / st.zr)),
-              uniform(static_cast<T>(k.hard_grad * k.smoothing / static_cast<double>(C))) {}
-        DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k) const noexcept {
-            return xsimd::fms(coef_r, r_from(e_q, shifted, k), uniform);
+            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(C) / st.zr)),
+              uniform(static_cast<T>(k.hard_grad * k.smoothing / static_cast<double>(C))),
+              class_weights(k.class_weights_as<T>()) {}
+        DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k, std::ptrdiff_t i,
+                                   std::ptrdiff_t n) const noexcept {
+            const V r = r_from(e_q, shifted, k);
+            return class_weights ? xsimd::fms(coef_r, r, load<Arch>(class_weights + i, n, T(0)) * uniform)
+                                 : xsimd::fms(coef_r, r, uniform);
         }
     };
 
     static void subtract_label_target(T* grad, std::int64_t label, std::ptrdiff_t begin, std::ptrdiff_t end,
                                       const row_terms& k) noexcept {
-        if (Hard && label >= begin && label < end) grad[label] -= static_cast<T>(k.hard_grad * (1 - k.smoothing));
+        if (Hard && label >= begin && label < end)
+            grad[label] -= static_cast<T>(k.hard_grad * (1 - k.smoothing) * k.label_weight);
     }
 
     // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics.
@@ -178,7 +192,7 @@ struct shaped_kernel {
                 const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
                 V g = zero;
                 if constexpr (Soft) g = xsimd::fnma(teacher.factor, teacher.e_p(i, n), coef_q * e_q);
-                if constexpr (Hard) g += hard.at(e_q, shifted, k);
+                if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
                 store<Arch>(grad + i, n, g);
             });
             subtract_label_target(grad, label, begin, end, k);
@@ -298,7 +312,7 @@ struct shaped_kernel {
                 V shifted, e_q;
                 const element<V> e = element_at(s, t, i, n, row, probabilities, &teacher, shifted, e_q);
                 V g = soft_grad * Policy::gradient(e, value, k.params);
-                if constexpr (Hard) g += hard.at(e_q, shifted, k);
+                if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
                 store<Arch>(grad + i, n, g);
             });
             subtract_label_target(grad, label, begin, end, k);
@@ -306,8 +320,9 @@ struct shaped_kernel {
                 if (label >= begin && label < end) {
                     double g = k.soft_grad * Policy::label_gradient(value);
                     if constexpr (Hard)
-                        g += k.hard_grad * (std::exp(s_label - st.ms) / st.zr -
-                                            (1 - k.smoothing) - k.smoothing / static_cast<double>(C));
+                        g += k.hard_grad * (k.hard_r_weight(C) * (std::exp(s_label - st.ms) / st.zr) -
+                                            (1 - k.smoothing) * k.label_weight -
+                                            k.smoothing * k.label_weight / static_cast<double>(C));
                     grad[label] = static_cast<T>(g);
                 }
             }
