@@ -348,12 +348,13 @@ inline decltype(auto) with_statistics_first_kernel(const row_terms& k, Fn&& fn) 
     return fn.template operator()<shaped_kernel<Arch, true, false, true, 0, T>>();
 }
 
-// Likewise for the normalise-first kernels, which always have a divergence term.
+// Likewise for the normalise-first kernels, which always have a divergence term. Their hard term
+// takes r from its own exponential at every T: the q^T shortcut would double the kernels compiled
+// for six policies, for a sweep that already spends two exponentials per element.
 template <class Arch, class T, class Fn>
 inline decltype(auto) with_normalised_kernel(const row_terms& k, Fn&& fn) noexcept {
     if (!k.hard) return fn.template operator()<shaped_kernel<Arch, false, true, false, 0, T>>();
-    if (k.integer_temperature == 0) return fn.template operator()<shaped_kernel<Arch, false, true, true, 0, T>>();
-    return fn.template operator()<shaped_kernel<Arch, false, true, true, -1, T>>();
+    return fn.template operator()<shaped_kernel<Arch, false, true, true, 0, T>>();
 }
 
 // The phases of a row over blocks [first, last), as the scheduler calls them, for one policy.
