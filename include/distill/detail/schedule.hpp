@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "../reduction.hpp"
 #include "../status.hpp"
@@ -27,6 +28,13 @@ namespace distill::detail {
 inline constexpr std::ptrdiff_t max_pieces = 64;
 // Blocks per row at most (the per-block teacher maxima of the statistics-first kernel live on the stack).
 inline constexpr std::ptrdiff_t max_row_blocks = 64;
+// A row of several blocks is cut into this many segments at most, by its length alone: its
+// statistics are gathered per segment and merged in order, whether the segments run on different
+// threads (few rows) or one after another (many rows). So a row's bits never depend on the other
+// rows of the call, nor on the thread count.
+inline constexpr std::ptrdiff_t max_row_segments = 8;
+// Rows split into segments that run as separate work items: at most this many (max_pieces items).
+inline constexpr std::ptrdiff_t max_split_rows = max_pieces / 2;
 
 struct piece_result {
     double soft = 0, hard = 0;
@@ -50,15 +58,17 @@ struct loss_plan {
     bool needs_sums = false;                            // a normalise-first divergence: sweep 2 sums
     std::ptrdiff_t piece_count = 0;
     std::array<piece_result, max_pieces> pieces{};
-    // Few long rows: each row is cut into `segments` runs of blocks, so that the pieces of work stay
-    // max_pieces even when the rows are fewer (an LLM vocabulary over a handful of tokens).
+    // Each row is cut into `segments` runs of blocks (by its length alone). With few rows the
+    // segments run as separate work items (`split_rows`), so that an LLM vocabulary over a handful
+    // of tokens still keeps every thread busy.
     std::ptrdiff_t segments = 1;
     std::ptrdiff_t blocks = 0;  // per row
+    bool split_rows = false;
     std::array<row_stats, max_pieces> segment_stats{};
     std::array<divergence_sums<double>, max_pieces> segment_sums{};
-    std::array<row_stats, max_pieces> merged{};          // per row
-    std::array<divergence_value, max_pieces> values{};   // per row
-    std::array<std::array<double, max_row_blocks>, max_pieces> teacher_max_at{};  // per row
+    std::array<row_stats, max_split_rows> merged{};          // per row
+    std::array<divergence_value, max_split_rows> values{};   // per row
+    std::array<std::array<double, max_row_blocks>, max_split_rows> teacher_max_at{};  // per row
 
     std::int64_t label_of(std::ptrdiff_t i) const noexcept {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
@@ -96,7 +106,65 @@ double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::pt
     return soft + hard;
 }
 
-// Runs pieces [first, last) of the plan, each row whole. Not inlined into the executor's code on
+// Row i's segment j: its first and last block.
+template <class Isa, class T, class Label>
+std::pair<std::ptrdiff_t, std::ptrdiff_t> segment_blocks(const loss_plan<Isa, T, Label>& plan,
+                                                         std::ptrdiff_t j) noexcept {
+    return {j * plan.blocks / plan.segments, (j + 1) * plan.blocks / plan.segments};
+}
+
+// The statistics and the sums of a row's segments, merged left to right: the one order both ways of
+// running the segments use.
+inline row_stats merge_in_order(const row_stats* segment, std::ptrdiff_t count, const row_terms& k) noexcept {
+    row_stats st = segment[0];
+    for (std::ptrdiff_t j = 1; j < count; ++j) st = merge(st, segment[j], k);
+    return st;
+}
+inline divergence_sums<double> merge_in_order(const divergence_sums<double>* segment, std::ptrdiff_t count) noexcept {
+    divergence_sums<double> sums = segment[0];
+    for (std::ptrdiff_t j = 1; j < count; ++j) sums = merge(sums, segment[j]);
+    return sums;
+}
+
+// One counted row whose segments run one after another on this thread: the same phases, the same
+// merges as when they run as separate work items.
+template <class Isa, class T, class Label>
+row_result run_segments_in_turn(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t i, T* g) noexcept {
+    using kernels = backend<Isa>;
+    const loss_call<T, Label>& c = *plan.call;
+    const T* s = c.student.row(i);
+    const T* t = plan.teacher_row(i);
+    const std::int64_t label = plan.label_of(i);
+    const std::ptrdiff_t C = c.student.cols;
+    const row_terms k = plan.terms_of(i);
+    std::array<row_stats, max_row_segments> stats;
+    std::array<divergence_sums<double>, max_row_segments> sums{};
+    double teacher_max_at[max_row_blocks];
+    for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
+        const auto [b0, b1] = segment_blocks(plan, j);
+        stats[static_cast<std::size_t>(j)] = kernels::statistics(s, t, C, plan.terms, g, b0, b1, teacher_max_at);
+    }
+    const row_stats st = merge_in_order(stats.data(), plan.segments, plan.terms);
+    const bool defined = student_defined(st) && teacher_defined(st, plan.terms);
+    divergence_sums<double> row_sums{};
+    if (plan.needs_sums && defined) {
+        for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
+            const auto [b0, b1] = segment_blocks(plan, j);
+            sums[static_cast<std::size_t>(j)] = kernels::sums(s, t, label, C, plan.terms, st, g, teacher_max_at, b0, b1);
+        }
+        row_sums = merge_in_order(sums.data(), plan.segments);
+    }
+    divergence_value value;
+    const row_result out = kernels::row_loss(st, row_sums, s, t, label, C, k, value, g, teacher_max_at);
+    if (g && out.student_defined && out.teacher_defined)
+        for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
+            const auto [b0, b1] = segment_blocks(plan, j);
+            kernels::gradient(s, t, label, C, k, st, value, g, b0, b1, teacher_max_at);
+        }
+    return out;
+}
+
+// Runs pieces [first, last) of the plan, each row on one thread. Not inlined into the executor's code on
 // purpose: compiled once, its floating-point operations (and the compiler's choices to fuse them
 // into FMAs) are the same whichever executor calls it, which is what makes results bitwise
 // independent of it.
@@ -113,8 +181,10 @@ template <class Isa, class T, class Label>
                 if (g) std::fill(g, g + C, T(0));
             } else {
                 row_loss = record_row(plan, r, i,
-                                      backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i), plan.label_of(i),
-                                                              C, plan.terms_of(i), g));
+                                      plan.segments > 1
+                                          ? run_segments_in_turn(plan, i, g)
+                                          : backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i),
+                                                                    plan.label_of(i), C, plan.terms_of(i), g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = row_loss;
         }
@@ -127,8 +197,8 @@ struct segment_item {
 };
 template <class Isa, class T, class Label>
 segment_item segment_of(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t w) noexcept {
-    const std::ptrdiff_t j = w % plan.segments;
-    return {w / plan.segments, j * plan.blocks / plan.segments, (j + 1) * plan.blocks / plan.segments};
+    const auto [first, last] = segment_blocks(plan, w % plan.segments);
+    return {w / plan.segments, first, last};
 }
 
 // Whether row i's later sweeps run: it takes part and its softmaxes exist.
@@ -193,10 +263,8 @@ template <class Isa, class T, class Label>
 void merge_segment_statistics(loss_plan<Isa, T, Label>& plan) noexcept {
     for (std::ptrdiff_t i = 0; i < plan.call->student.rows; ++i) {
         if (!plan.counts(i)) continue;
-        row_stats st = plan.segment_stats[static_cast<std::size_t>(i * plan.segments)];
-        for (std::ptrdiff_t j = 1; j < plan.segments; ++j)
-            st = merge(st, plan.segment_stats[static_cast<std::size_t>(i * plan.segments + j)], plan.terms);
-        plan.merged[static_cast<std::size_t>(i)] = st;
+        plan.merged[static_cast<std::size_t>(i)] =
+            merge_in_order(&plan.segment_stats[static_cast<std::size_t>(i * plan.segments)], plan.segments, plan.terms);
     }
 }
 
@@ -208,9 +276,8 @@ void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
         const auto at = static_cast<std::size_t>(i);
         double row_loss = 0;
         if (plan.counts(i)) {
-            divergence_sums<double> sums = plan.segment_sums[static_cast<std::size_t>(i * plan.segments)];
-            for (std::ptrdiff_t j = 1; j < plan.segments; ++j)
-                sums = merge(sums, plan.segment_sums[static_cast<std::size_t>(i * plan.segments + j)]);
+            const divergence_sums<double> sums =
+                merge_in_order(&plan.segment_sums[static_cast<std::size_t>(i * plan.segments)], plan.segments);
             row_loss = record_row(plan, plan.pieces[at], i,
                                   backend<Isa>::row_loss(plan.merged[at], sums, c.student.row(i), plan.teacher_row(i),
                                                          plan.label_of(i), c.student.cols, plan.terms_of(i), plan.values[at],
@@ -273,9 +340,9 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     // The cut depends on the shape alone, never on the executor: results stay bitwise the same.
     plan.blocks = backend<Isa>::template row_blocks<T>(c.student.cols);
     // Decoupled KD rows stay whole: a row whose non-target mass underflows is redone in double.
-    if (c.student.rows > 0 && c.student.rows < max_pieces && plan.blocks > 1 &&
-        !(k.soft && k.divergence == divergence_kind::decoupled_kd))
-        plan.segments = std::min(plan.blocks, max_pieces / c.student.rows);
+    if (plan.blocks > 1 && !(k.soft && k.divergence == divergence_kind::decoupled_kd))
+        plan.segments = std::min(plan.blocks, max_row_segments);
+    plan.split_rows = plan.segments > 1 && c.student.rows * plan.segments <= max_pieces;
     return {};
 }
 
@@ -307,7 +374,7 @@ status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label>& c,
     out = {};
     loss_plan<Isa, T, Label> plan;
     if (status s = make_plan(o, c, plan); !s) return s;
-    if (plan.segments > 1) {
+    if (plan.split_rows) {
         const std::ptrdiff_t items = c.student.rows * plan.segments;
         exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
             run_segment_statistics(plan, first, last);
