@@ -22,8 +22,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -125,10 +127,13 @@ inline void check_teacher(const char* name, const at::Tensor& student, const at:
 // Labels and row masks have one entry per row: the student's leading shape, or flat [N].
 inline void check_per_row(const char* name, const char* what, const at::Tensor& t, const at::Tensor& student) {
     const auto leading = student.sizes().slice(0, static_cast<std::size_t>(student.dim() - 1));
-    const bool flat = t.dim() == 1 && t.size(0) == row_count(student);
-    TORCH_CHECK_VALUE(t.sizes() == leading || flat, name, ": ", what, " are ", t.sizes(), " but student logits are ",
-                      student.sizes(), "; they need one entry per row (shape ", leading, " or [", row_count(student),
-                      "])");
+    const std::int64_t rows = row_count(student);
+    const bool flat = t.dim() == 1 && t.size(0) == rows;
+    if (!(t.sizes() == leading || flat)) {
+        const std::string shapes = leading.size() == 1 ? c10::str(leading) : c10::str(leading, " or [", rows, "]");
+        C10_THROW_ERROR(ValueError, c10::str(name, ": ", what, " are ", t.sizes(), " but student logits are ",
+                                             student.sizes(), "; they need one entry per row: shape ", shapes));
+    }
     TORCH_CHECK_VALUE(t.device().is_cpu(), name, ": distill runs on the CPU, got ", what, " on ", t.device());
 }
 
@@ -158,11 +163,12 @@ struct computed {
 };
 
 // The Function behind every loss: forward runs `compute` (the fused call, which fills the gradient
-// buffer), backward scales the kept gradient. Only the student is an autograd input.
-template <class Compute>
-struct fused_loss_function : ::torch::autograd::Function<fused_loss_function<Compute>> {
+// buffer), backward scales the kept gradient. Only the student is an autograd input. One class for
+// every loss and dtype (the call is type-erased): autograd shows it as fused_loss_function.
+struct fused_loss_function : ::torch::autograd::Function<fused_loss_function> {
     static ::torch::autograd::variable_list forward(::torch::autograd::AutogradContext* ctx, const at::Tensor& student,
-                                                    const Compute& compute, std::int64_t* rows_counted) {
+                                                    const std::function<computed(at::Tensor*)>& compute,
+                                                    std::int64_t* rows_counted) {
         at::Tensor grad = at::empty(student.sizes(), student.options());  // contiguous, in the student's shape
         computed out = compute(&grad);
         *rows_counted = out.rows_counted;
@@ -175,8 +181,7 @@ struct fused_loss_function : ::torch::autograd::Function<fused_loss_function<Com
     static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
                                                      ::torch::autograd::variable_list grad_outputs) {
         const at::Tensor grad = ctx->get_saved_variables()[0];
-        const at::Tensor& incoming = grad_outputs[0];
-        if (!incoming.defined()) return {at::Tensor(), at::Tensor(), at::Tensor()};  // the loss was not used
+        const at::Tensor& incoming = grad_outputs[0];  // zeros when the loss was not used
         if (incoming.dim() == 0) {
             // A scalar loss: the incoming gradient is one factor, 1 for a plain loss.backward(). Then the
             // kept gradient is handed over as it is instead of allocating an N x V product.
@@ -239,7 +244,7 @@ loss_tensors run(const char* name, const Options& options, Exec&& exec, const at
         return {per_row_losses ? losses.to(student.scalar_type()) : scalar(v.total), scalar(v.soft), scalar(v.hard),
                 v.rows_counted};
     };
-    const auto compute = [&](at::Tensor* grad) -> computed {
+    const std::function<computed(at::Tensor*)> compute = [&](at::Tensor* grad) -> computed {
         return student.scalar_type() == at::kFloat ? compute_as.template operator()<float>(grad)
                                                    : compute_as.template operator()<double>(grad);
     };
@@ -250,7 +255,7 @@ loss_tensors run(const char* name, const Options& options, Exec&& exec, const at
     }
     std::int64_t rows_counted = 0;
     ::torch::autograd::variable_list out =
-        fused_loss_function<decltype(compute)>::apply(student, compute, &rows_counted);
+        fused_loss_function::apply(student, compute, &rows_counted);
     return {out[0], out[1], out[2], rows_counted};
 }
 
