@@ -92,7 +92,8 @@ int main() {
 
     // 2. Per-token losses of a [batch, time, vocab] tensor: kl_divergence with reduction::none returns
     //    one loss per token ([batch * time]), and backward takes one incoming gradient per token (here a
-    //    weight per token), which it multiplies into that token's gradient row. float64 here.
+    //    weight per token), which it multiplies into that token's gradient row. float64 here, and on
+    //    the calling thread: the last argument is the executor (at::parallel_for unless given).
     const std::int64_t batch = 3, time = 5, vocab_small = 50;
     const double t_small = 2.0;
     const torch::Tensor tokens_s1 = torch::randn({batch, time, vocab_small}, torch::kDouble).requires_grad_(true);
@@ -100,7 +101,8 @@ int main() {
     const torch::Tensor tokens_t = torch::randn({batch, time, vocab_small}, torch::kDouble);
     const torch::Tensor token_weights = torch::rand({batch * time}, torch::kDouble);
     const distill::autograd::loss_tensors per_token = distill::autograd::kl_divergence(
-        tokens_s1, tokens_t, {.temperature = t_small, .reduce = distill::reduction::none});
+        tokens_s1, tokens_t, {.temperature = t_small, .reduce = distill::reduction::none}, /*row_mask=*/{},
+        distill::sequential);
     (per_token.loss * token_weights).sum().backward();
     // The composite: T^2 sum_v p (log p - log q) for each token.
     const torch::Tensor log_q = torch::log_softmax(tokens_s2 / t_small, -1);
