@@ -107,7 +107,8 @@ int main() {
     // The composite: T^2 sum_v p (log p - log q) for each token.
     const torch::Tensor log_q = torch::log_softmax(tokens_s2 / t_small, -1);
     const torch::Tensor log_p = torch::log_softmax(tokens_t / t_small, -1);
-    const torch::Tensor reference_per_token = (t_small * t_small) * (log_p.exp() * (log_p - log_q)).sum(-1).reshape({-1});
+    const torch::Tensor reference_per_token =
+        (t_small * t_small) * (log_p.exp() * (log_p - log_q)).sum(-1).reshape({-1});
     (reference_per_token * token_weights).sum().backward();
     std::printf("per-token KL, %lld x %lld x %lld float64: largest loss difference %.2g, gradient %.2g\n",
                 static_cast<long long>(batch), static_cast<long long>(time), static_cast<long long>(vocab_small),

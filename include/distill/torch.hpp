@@ -219,9 +219,10 @@ loss_tensors run(const char* name, const Options& options, Exec&& exec, const at
         const matrix_ref<const T> t =
             teacher != nullptr ? rows_of<T>(*teacher, teacher_storage) : matrix_ref<const T>{};
         at::Tensor losses = per_row_losses ? at::empty({rows}, student.options().dtype(at::kDouble)) : at::Tensor();
-        const per_row rows_io{mask_span,
-                              per_row_losses ? std::span<double>(losses.data_ptr<double>(), static_cast<std::size_t>(rows))
-                                             : std::span<double>{}};
+        const std::span<double> loss_span =
+            per_row_losses ? std::span<double>(losses.data_ptr<double>(), static_cast<std::size_t>(rows))
+                           : std::span<double>{};
+        const per_row rows_io{mask_span, loss_span};
         const loss_value v = translating_errors([&] {
             const Loss<T> loss(options);  // validates the options
             if (grad != nullptr) {
@@ -254,8 +255,7 @@ loss_tensors run(const char* name, const Options& options, Exec&& exec, const at
         return {out.loss, out.soft, out.hard, out.rows_counted};
     }
     std::int64_t rows_counted = 0;
-    ::torch::autograd::variable_list out =
-        fused_loss_function::apply(student, compute, &rows_counted);
+    ::torch::autograd::variable_list out = fused_loss_function::apply(student, compute, &rows_counted);
     return {out[0], out[1], out[2], rows_counted};
 }
 
