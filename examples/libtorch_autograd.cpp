@@ -1,68 +1,28 @@
-// distill inside libtorch's autograd: a torch::autograd::Function whose forward runs distill's fused
-// loss_and_grad on the tensors' own memory and keeps the gradient, and whose backward hands that
-// gradient back scaled by the incoming one. Autograd then carries it into the model as usual.
+// distill inside libtorch's autograd, through <distill/torch.hpp>: distill::autograd::distillation_loss
+// runs the fused loss_and_grad on the tensors' own memory in forward, keeps the gradient, and hands it
+// back in backward scaled by the incoming one. Autograd then carries it into the model as usual.
 //
 // The example checks itself against what a libtorch user writes without distill,
 //   kl_div(log_softmax(s / T), softmax(t / T), batchmean) * T^2 * alpha + (1 - alpha) * cross_entropy(s, y),
-// (loss and gradients equal within float tolerance) and prints the time of both.
-#include <distill/distill.hpp>
+// (loss and gradients equal within float tolerance), then per-token losses of a [batch, time, vocab]
+// tensor (reduction::none, a per-token incoming gradient) against the same composite, and prints the
+// time of both. Built with -fopenmp, so that at::parallel_for, the default executor, can use threads.
+#include <distill/torch.hpp>
 
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <span>
 #include <vector>
 
 namespace {
 
-using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-struct distillation_function : torch::autograd::Function<distillation_function> {
-    // student: N x C float32 on the CPU (requires grad); teacher: N x C float32; labels: N int64.
-    static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& student,
-                                 const torch::Tensor& teacher, const torch::Tensor& labels, double temperature,
-                                 double alpha) {
-        TORCH_CHECK(student.dim() == 2 && student.sizes() == teacher.sizes(), "student and teacher must be N x C alike");
-        TORCH_CHECK(student.scalar_type() == torch::kFloat && teacher.scalar_type() == torch::kFloat, "float32 logits");
-        TORCH_CHECK(labels.scalar_type() == torch::kLong && labels.numel() == student.size(0), "one int64 label per row");
-        TORCH_CHECK(student.device().is_cpu(), "distill runs on the CPU");
-        // contiguous() is free for the usual contiguous logits; a transposed view would be copied here
-        // rather than read with the wrong stride.
-        const torch::Tensor s = student.contiguous(), t = teacher.contiguous(), y = labels.contiguous();
-        torch::Tensor grad = torch::empty_like(s);
-
-        const auto n = s.size(0), c = s.size(1);
-        const Eigen::Map<const row_major> s_map(s.data_ptr<float>(), n, c);
-        const Eigen::Map<const row_major> t_map(t.data_ptr<float>(), n, c);
-        Eigen::Map<row_major> g_map(grad.data_ptr<float>(), n, c);
-        const std::span<const std::int64_t> y_span(y.data_ptr<std::int64_t>(), static_cast<std::size_t>(n));
-
-        const distill::distillation_loss<float> kd({.temperature = temperature, .alpha = alpha});
-        const distill::loss_value v = kd.loss_and_grad(s_map, t_map, y_span, g_map);
-
-        // The fused call already produced dLoss/dstudent: keep it for backward instead of the inputs.
-        ctx->save_for_backward({grad});
-        return torch::tensor(v.total, s.options());
-    }
-
-    static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                   torch::autograd::variable_list grad_output) {
-        const torch::Tensor grad = ctx->get_saved_variables()[0];
-        // Chain rule: the loss is a scalar, so the incoming gradient is a scalar factor. It is 1 for a
-        // plain loss.backward(): then hand the saved gradient over as it is instead of allocating an
-        // N x C copy (for a 32,000-word vocabulary, fresh memory costs more than the loss itself).
-        // No gradient for the teacher, the labels, T or alpha.
-        const torch::Tensor& scale = grad_output[0];
-        const torch::Tensor grad_student = scale.item<double>() == 1.0 ? grad : grad * scale;
-        return {grad_student, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-    }
-};
-
 torch::Tensor distill_loss(const torch::Tensor& student, const torch::Tensor& teacher, const torch::Tensor& labels,
                            double temperature, double alpha) {
-    return distillation_function::apply(student, teacher, labels, temperature, alpha);
+    return distill::autograd::distillation_loss(student, teacher, labels,
+                                                {.temperature = temperature, .alpha = alpha})
+        .loss;
 }
 
 // The composite a libtorch user writes; autograd derives its backward.
@@ -130,7 +90,35 @@ int main() {
                     torch::allclose(s1.grad(), s2.grad(), 1e-4, 1e-7) &&
                     torch::allclose(our_weight_grad, reference_weight_grad, 1e-4, 1e-6);
 
-    // 2. Time at a language-model shape: 256 tokens, 32,000-word vocabulary. Both sides allocate
+    // 2. Per-token losses of a [batch, time, vocab] tensor: kl_divergence with reduction::none returns
+    //    one loss per token ([batch * time]), and backward takes one incoming gradient per token (here a
+    //    weight per token), which it multiplies into that token's gradient row. float64 here, and on
+    //    the calling thread: the last argument is the executor (at::parallel_for unless given).
+    const std::int64_t batch = 3, time = 5, vocab_small = 50;
+    const double t_small = 2.0;
+    const torch::Tensor tokens_s1 = torch::randn({batch, time, vocab_small}, torch::kDouble).requires_grad_(true);
+    const torch::Tensor tokens_s2 = tokens_s1.detach().clone().requires_grad_(true);
+    const torch::Tensor tokens_t = torch::randn({batch, time, vocab_small}, torch::kDouble);
+    const torch::Tensor token_weights = torch::rand({batch * time}, torch::kDouble);
+    const distill::autograd::loss_tensors per_token = distill::autograd::kl_divergence(
+        tokens_s1, tokens_t, {.temperature = t_small, .reduce = distill::reduction::none}, /*row_mask=*/{},
+        distill::sequential);
+    (per_token.loss * token_weights).sum().backward();
+    // The composite: T^2 sum_v p (log p - log q) for each token.
+    const torch::Tensor log_q = torch::log_softmax(tokens_s2 / t_small, -1);
+    const torch::Tensor log_p = torch::log_softmax(tokens_t / t_small, -1);
+    const torch::Tensor reference_per_token =
+        (t_small * t_small) * (log_p.exp() * (log_p - log_q)).sum(-1).reshape({-1});
+    (reference_per_token * token_weights).sum().backward();
+    std::printf("per-token KL, %lld x %lld x %lld float64: largest loss difference %.2g, gradient %.2g\n",
+                static_cast<long long>(batch), static_cast<long long>(time), static_cast<long long>(vocab_small),
+                (per_token.loss - reference_per_token).abs().max().item<double>(),
+                (tokens_s1.grad() - tokens_s2.grad()).abs().max().item<double>());
+    const bool per_token_ok = per_token.loss.sizes() == reference_per_token.sizes() &&
+                              torch::allclose(per_token.loss, reference_per_token, 1e-12, 1e-14) &&
+                              torch::allclose(tokens_s1.grad(), tokens_s2.grad(), 1e-12, 1e-14);
+
+    // 3. Time at a language-model shape: 256 tokens, 32,000-word vocabulary. Both sides allocate
     //    their outputs per call as autograd requires (libtorch also its temporaries); on a machine
     //    where fresh memory is slow, a caching allocator (jemalloc) narrows the gap.
     const std::int64_t tokens = 256, vocab = 32000;
@@ -143,7 +131,10 @@ int main() {
                 static_cast<long long>(tokens), static_cast<long long>(vocab), ours_s * 1e3, torch_s * 1e3,
                 torch_s / ours_s);
 
-    if (!ok) {
+    std::printf("at::parallel_for runs in parallel in this build: %s\n",
+                distill::autograd::at_parallel_for_is_parallel ? "yes (-fopenmp)" : "no (built without OpenMP)");
+
+    if (!ok || !per_token_ok) {
         std::fprintf(stderr, "FAILED: distill and libtorch disagree beyond float tolerance\n");
         return 1;
     }
