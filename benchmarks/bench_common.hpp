@@ -2,8 +2,10 @@
 // naming scheme that benchmarks/bench_report.py parses.
 //
 // Every benchmark is named  <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>
-//   case  : "distillation_loss T=4", "kl_divergence T=4", "softmax T=1", ...
-//   impl  : mem_floor, exp_floor, ours, reference, eigen_naive, torch_autograd, torch_fused
+//   case  : "distillation_loss T=4", "kl_divergence T=4", "softmax T=1", ..., or for the divergence
+//           family the divergence's name alone: forward_kl, reverse_kl, jsd, skew_kl,
+//           skew_reverse_kl, tvd, dkd (all at T = 2; the temperature is a counter of every benchmark)
+//   impl  : mem_floor, exp_floor, ops_floor, ours, reference, eigen_naive, torch_autograd, torch_fused
 // and reports its time in milliseconds of wall-clock time (UseRealTime: OpenMP threads do the work).
 #pragma once
 
@@ -23,7 +25,19 @@
 
 namespace distill_bench {
 
-enum class loss_kind { distillation, kl, softmax };
+enum class loss_kind { distillation, kl, softmax, divergence };
+
+// The divergences of the family, one case each (loss_kind::divergence): every one through
+// distill::divergence_loss, except decoupled KD, which needs labels and runs through
+// distill::distillation_loss with alpha = 1 (no cross-entropy term).
+enum class divergence_case { forward_kl, reverse_kl, jsd, skew_kl, skew_reverse_kl, tvd, dkd };
+
+// The parameters the divergence cases run with (the family's defaults): JSD's beta, the skew of
+// both skew divergences, and decoupled KD's weights (mdistiller's CIFAR-100 setting).
+inline constexpr double jsd_beta = 0.5;
+inline constexpr double skew = 0.1;
+inline constexpr double dkd_target_weight = 1.0;
+inline constexpr double dkd_non_target_weight = 8.0;
 
 struct case_spec {
     loss_kind kind;
@@ -32,6 +46,7 @@ struct case_spec {
     bool is_double;
     double temperature;
     double alpha = 0.5; // distillation only
+    divergence_case divergence = divergence_case::forward_kl; // loss_kind::divergence only
 };
 
 inline const char* kind_name(loss_kind k) {
@@ -39,6 +54,21 @@ inline const char* kind_name(loss_kind k) {
     case loss_kind::distillation: return "distillation_loss";
     case loss_kind::kl: return "kl_divergence";
     case loss_kind::softmax: return "softmax";
+    case loss_kind::divergence: return "divergence";
+    }
+    return "?";
+}
+
+// The name a divergence case goes by in the benchmark names and in the report's `case` key.
+inline const char* divergence_name(divergence_case d) {
+    switch (d) {
+    case divergence_case::forward_kl: return "forward_kl";
+    case divergence_case::reverse_kl: return "reverse_kl";
+    case divergence_case::jsd: return "jsd";
+    case divergence_case::skew_kl: return "skew_kl";
+    case divergence_case::skew_reverse_kl: return "skew_reverse_kl";
+    case divergence_case::tvd: return "tvd";
+    case divergence_case::dkd: return "dkd";
     }
     return "?";
 }
@@ -46,14 +76,39 @@ inline const char* kind_name(loss_kind k) {
 // Exponentials per element the case cannot do without (the exp floor's k):
 // distillation needs q = softmax(s/T), p = softmax(t/T) and r = softmax(s): 3 (2 when T is an
 // integer, since r follows from q by powers; the floor keeps 3, as issue 3 states it);
-// kl needs q and p: 2; softmax forward needs one exp per element.
+// kl and every divergence of the family need q and p: 2; softmax forward needs one exp per element.
 inline int exps_per_element(loss_kind k) {
     switch (k) {
     case loss_kind::distillation: return 3;
     case loss_kind::kl: return 2;
     case loss_kind::softmax: return 1;
+    case loss_kind::divergence: return 2;
     }
     return 1;
+}
+
+// What our SIMD kernel actually spends per element for loss_and_grad of a divergence case, teacher
+// logits, no cross-entropy term (docs/design.md, section 5, at the commit this suite measures):
+// forward KL runs statistics-first (e_q and e_p in sweep 1, e_q again in the gradient sweep);
+// every other divergence normalise-first, e_q and e_p in each of its three sweeps, and the log of
+// the mixture m in the sums sweep (JSD, both skews) and again in the gradient sweep (JSD, skew
+// reverse KL; skew KL's gradient needs p q / m, a division, not the log). The ops floor measures
+// these; update them with the kernels.
+struct transcendentals {
+    int exps;
+    int logs;
+};
+inline transcendentals kernel_transcendentals(divergence_case d) {
+    switch (d) {
+    case divergence_case::forward_kl: return {3, 0};
+    case divergence_case::reverse_kl: return {6, 0};
+    case divergence_case::jsd: return {6, 2};
+    case divergence_case::skew_kl: return {6, 1};
+    case divergence_case::skew_reverse_kl: return {6, 2};
+    case divergence_case::tvd: return {6, 0};
+    case divergence_case::dkd: return {6, 0};
+    }
+    return {0, 0};
 }
 
 // Bytes each element must move through memory at least: read s and t, write the gradient
@@ -65,8 +120,14 @@ inline std::int64_t bytes_per_element(const case_spec& c) {
 
 std::string format_temperature(double t);
 
+// The case part of a benchmark name: "<kind> T=<T>", or the divergence's name for the family.
+inline std::string case_name(const case_spec& c) {
+    if (c.kind == loss_kind::divergence) return divergence_name(c.divergence);
+    return std::string(kind_name(c.kind)) + " T=" + format_temperature(c.temperature);
+}
+
 inline std::string benchmark_name(const case_spec& c, const char* impl, int threads) {
-    return std::string(kind_name(c.kind)) + " T=" + format_temperature(c.temperature) + "/" + impl +
+    return case_name(c) + "/" + impl +
            "/" + (c.is_double ? "double" : "float") + "/" + std::to_string(c.rows) + "x" +
            std::to_string(c.cols) + "/threads:" + std::to_string(threads);
 }
@@ -124,8 +185,10 @@ struct omp_executor {
     }
 };
 
-// Common per-benchmark settings: ms, wall-clock time, bytes and elements per iteration.
+// Common per-benchmark settings: ms, wall-clock time, bytes and elements per iteration, and the
+// case's temperature (the divergence cases' names do not carry it).
 inline void finish(benchmark::State& state, const case_spec& c) {
+    state.counters["temperature"] = c.temperature;
     const auto elements = static_cast<std::int64_t>(c.rows * c.cols);
     state.SetItemsProcessed(elements * static_cast<std::int64_t>(state.iterations()));
     state.SetBytesProcessed(elements * bytes_per_element(c) * static_cast<std::int64_t>(state.iterations()));
@@ -178,6 +241,8 @@ void register_for_type(const std::string& name, const case_spec& c, Body body) {
 // implementation of a case runs next to the others, under the same machine conditions.
 bool ours_runs(const case_spec& c, int threads); // false: our API has no such call (yet)
 void register_floors(const case_spec& c, int threads, bool memory, bool exp);
+void register_ops_floor(const case_spec& c, int threads); // divergence cases: the kernel's own exps and logs
+const char* log_floor_function(); // the log the ops floor measures
 const char* exp_floor_function(); // the exp the exp floor measures
 void register_ours(const case_spec& c, int threads);
 void register_reference(const case_spec& c);

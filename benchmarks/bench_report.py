@@ -6,11 +6,15 @@
 
 MAIN.json holds every implementation; CACHED.json (optional) the allocating peers run again under a
 caching allocator (jemalloc via LD_PRELOAD): for those peers the faster of the two runs is reported.
-Prints one markdown table on stdout; --json writes its rows as a JSON array of objects with the keys
-case, rows, cols, dtype, threads, ours_ms, floor_ms, reference_ms, eigen_naive_ms, torch_autograd_ms,
-torch_fused_ms (null where absent). Python 3 standard library only.
+Prints one markdown table on stdout, and a second one for the divergence family's cases (what our
+kernel spends per element against the ops floor); --json writes the rows as a JSON array of objects
+with the keys case, rows, cols, dtype, threads, ours_ms, floor_ms, reference_ms, eigen_naive_ms,
+torch_autograd_ms, torch_fused_ms, temperature, ops_floor_ms, kernel_exps_per_element,
+kernel_logs_per_element (null where absent). Python 3 standard library only.
 
-Benchmark names are <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>[/real_time] (bench_common.hpp).
+Benchmark names are <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>[/real_time] (bench_common.hpp);
+the divergence family's cases are named by the divergence alone (forward_kl, reverse_kl, jsd,
+skew_kl, skew_reverse_kl, tvd, dkd) and carry their temperature as a counter, like every benchmark.
 Times are medians of the repetitions (or the mean of the iterations without repetitions), in ms.
 """
 import argparse
@@ -49,6 +53,9 @@ def load(path, clock="real"):
             "ms": time * TO_MS[b.get("time_unit", "ns")],
             "loss": b.get("loss"),
             "check": b.get("check"),
+            "temperature": b.get("temperature"),
+            "exps": b.get("exp_per_element"),
+            "logs": b.get("log_per_element"),
         }
         if b.get("run_type") == "aggregate":
             if b.get("aggregate_name") == "median":
@@ -78,6 +85,10 @@ def fmt_ratio(v):
     if v >= 10:
         return f"{v:.1f}×"
     return f"{v:.2f}×"
+
+
+def fmt_temperature(t):
+    return "—" if t is None else f"{t:g}"
 
 
 def ratio(a, b):
@@ -117,7 +128,7 @@ def main():
     def get(case, impl, dtype, rows, cols, threads):
         return results.get((case, impl, dtype, rows, cols, threads))
 
-    table, json_rows, mismatches = [], [], []
+    table, ops_table, json_rows, mismatches = [], [], [], []
     cached_used = False
     for (case, dtype, rows, cols, threads) in order:
         ours = get(case, "ours", dtype, rows, cols, threads)
@@ -150,11 +161,23 @@ def main():
             *(fmt_ratio(ratio(peers[p], ours["ms"])) for p in PEERS),
             fmt_ratio(ratio(torch_best, ours["ms"])),
         ])
+        ops = get(case, "ops_floor", dtype, rows, cols, threads)
+        exps = int(ops["exps"]) if ops and ops["exps"] is not None else None
+        logs = int(ops["logs"]) if ops and ops["logs"] is not None else None
+        if ops:
+            ops_table.append([
+                case, f"{rows}×{cols}", dtype, str(threads), fmt_temperature(ours["temperature"]),
+                str(exps), str(logs), fmt_ms(ours["ms"]), fmt_ms(exp["ms"] if exp else None),
+                fmt_ms(ops["ms"]), fmt_ratio(ratio(ours["ms"], floor_ms)), fmt_ratio(ratio(ops["ms"], floor_ms)),
+                fmt_ratio(ratio(ours["ms"], ops["ms"])),
+            ])
         json_rows.append({
             "case": case, "rows": rows, "cols": cols, "dtype": dtype, "threads": threads,
             "ours_ms": ours["ms"], "floor_ms": floor_ms,
             "reference_ms": peers["reference"], "eigen_naive_ms": peers["eigen_naive"],
             "torch_autograd_ms": peers["torch_autograd"], "torch_fused_ms": peers["torch_fused"],
+            "temperature": ours["temperature"], "ops_floor_ms": ops["ms"] if ops else None,
+            "kernel_exps_per_element": exps, "kernel_logs_per_element": logs,
         })
 
     header = ["case", "shape", "dtype", "threads", "ours (ms)", "floor (ms)", "limit", "ours / floor",
@@ -182,6 +205,18 @@ def main():
           f"Times are medians (ms, {clock}); ratios come from the same run.", file=out)
     if cached_used:
         print("ʲ = faster under the caching allocator (jemalloc, LD_PRELOAD) than under glibc malloc.", file=out)
+    if ops_table:
+        ops_header = ["case", "shape", "dtype", "threads", "T", "exps / element", "logs / element", "ours (ms)",
+                      "exp floor (ms)", "ops floor (ms)", "ours / floor", "ops floor / floor", "ours / ops floor"]
+        print("\nThe divergence family: the exponentials and logarithms our kernel spends per element "
+              "(loss_and_grad), and the ops floor that measures them alone "
+              f"({context.get('distill_exp_floor_function', '?')}, "
+              f"{context.get('distill_log_floor_function', '?')}; L1-resident, no memory traffic). "
+              "The floor keeps k = 2 exps (q and p).\n", file=out)
+        print("| " + " | ".join(ops_header) + " |", file=out)
+        print("|" + "|".join("---" if i < 3 else "---:" for i in range(len(ops_header))) + "|", file=out)
+        for r in ops_table:
+            print("| " + " | ".join(r) + " |", file=out)
     if args.other_cpu is not None and args.wall:
         share = args.other_cpu / args.wall
         print(f"\nOther processes used {args.other_cpu:.1f} CPU-seconds during the {args.wall:.0f} s run "

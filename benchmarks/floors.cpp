@@ -8,12 +8,17 @@
 //   buffer (no memory traffic at all), N * C * k exps per iteration. It uses the exp the kernels use:
 //   distill's own vectorised exp (detail/simd/exp.hpp) when the library provides one, otherwise
 //   xsimd::exp.
+// ops floor (divergence cases only, not part of `floor`): the exponentials and logarithms our kernel
+//   actually spends per element (kernel_transcendentals), measured the same way, with the log the
+//   policies call (xsimd::log). ours / ops floor says how much of a case's time the rest of the
+//   kernel (loads, stores, sweeps, the policy's other arithmetic) adds to its transcendentals.
 #include "bench_common.hpp"
 
 #include <xsimd/xsimd.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 
 #if __has_include(<distill/detail/simd/exp.hpp>)
 #include <distill/detail/simd/exp.hpp>
@@ -63,27 +68,53 @@ void scale_stream(const Scalar* s, Scalar* o, Scalar c, std::ptrdiff_t b, std::p
     for (; i < e; ++i) o[i] = s[i] * c;
 }
 
-// `count` exponentials (rounded up to whole batches) over a per-thread L1-resident buffer:
-// 2 x 8 KiB for float, in and out, well inside the 32 KiB L1d of one core.
+// The log the divergence policies call (detail/simd/vector_ops.hpp) on the mixture m in (0, 1].
 template <class Scalar>
-void exps_in_l1(std::int64_t count) noexcept {
+inline batch<Scalar> kernel_log(const batch<Scalar>& x) noexcept {
+    return xsimd::log(x);
+}
+
+// Which function a pass of the L1 loop evaluates.
+enum class transcendental { exp, log };
+
+// `count` evaluations of `f` (rounded up to whole batches) over a per-thread L1-resident buffer:
+// 2 x 8 KiB for float, in and out, well inside the 32 KiB L1d of one core.
+// Flattened: every call in the loop is inlined, as the kernels inline their exponential. Left to
+// itself GCC 12 kept kernel_exp out of line here (one call per batch, a third more instructions
+// than the exponential on AVX2) and so measured an exp floor above what an inlined exp costs.
+template <class Scalar, transcendental f>
+[[gnu::flatten]] void evaluations_in_l1(std::int64_t count) noexcept {
     constexpr std::size_t len = 8192 / sizeof(Scalar);
     constexpr std::ptrdiff_t w = batch<Scalar>::size;
     alignas(64) static thread_local std::array<Scalar, len> in = [] {
         std::array<Scalar, len> a{};
-        // The arguments a softmax kernel feeds exp: (x - max) / T, in [-16, 0].
-        for (std::size_t i = 0; i < len; ++i) a[i] = static_cast<Scalar>(-16.0 * double(i) / double(len));
+        // exp: the arguments a softmax kernel feeds it, (x - max) / T in [-16, 0]; log: the
+        // mixtures of probabilities a divergence feeds it, e^-16 to 1.
+        for (std::size_t i = 0; i < len; ++i) {
+            const double x = -16.0 * double(i) / double(len);
+            a[i] = static_cast<Scalar>(f == transcendental::exp ? x : std::exp(x));
+        }
         return a;
     }();
     alignas(64) static thread_local std::array<Scalar, len> out{};
     while (count > 0) {
         const std::ptrdiff_t n = static_cast<std::ptrdiff_t>(std::min<std::int64_t>(count, len));
-        for (std::ptrdiff_t i = 0; i < n; i += w)
-            kernel_exp(batch<Scalar>::load_aligned(in.data() + i)).store_aligned(out.data() + i);
+        for (std::ptrdiff_t i = 0; i < n; i += w) {
+            const auto x = batch<Scalar>::load_aligned(in.data() + i);
+            if constexpr (f == transcendental::exp)
+                kernel_exp(x).store_aligned(out.data() + i);
+            else
+                kernel_log(x).store_aligned(out.data() + i);
+        }
         benchmark::ClobberMemory(); // each pass must really run: out is observed
         count -= n;
     }
     benchmark::DoNotOptimize(out.data());
+}
+
+template <class Scalar>
+void exps_in_l1(std::int64_t count) noexcept {
+    evaluations_in_l1<Scalar, transcendental::exp>(count);
 }
 
 template <class Scalar>
@@ -119,7 +150,30 @@ void exp_floor(benchmark::State& state, case_spec c, int threads) {
     finish(state, c);
 }
 
+// The exponentials and logarithms our kernel spends on a divergence case: N * C * exps exps, then
+// N * C * logs logs, each thread its share on its own L1 buffers.
+template <class Scalar>
+void ops_floor(benchmark::State& state, case_spec c, int threads) {
+    const transcendentals k = kernel_transcendentals(c.divergence);
+    const std::int64_t elements = static_cast<std::int64_t>(c.rows * c.cols);
+    const std::int64_t exps = elements * k.exps, logs = elements * k.logs;
+    const omp_executor exec{threads};
+    const auto run = [&](std::ptrdiff_t b, std::ptrdiff_t e) {
+        for (std::ptrdiff_t part = b; part < e; ++part) {
+            evaluations_in_l1<Scalar, transcendental::exp>(exps * (part + 1) / threads - exps * part / threads);
+            evaluations_in_l1<Scalar, transcendental::log>(logs * (part + 1) / threads - logs * part / threads);
+        }
+    };
+    exec(0, threads, run);
+    for (auto _ : state) exec(0, threads, run);
+    state.counters["exp_per_element"] = k.exps;
+    state.counters["log_per_element"] = k.logs;
+    finish(state, c);
+}
+
 } // namespace
+
+const char* log_floor_function() { return "xsimd::log"; }
 
 const char* exp_floor_function() {
 #ifdef DISTILL_BENCH_HAS_DISTILL_EXP
@@ -138,6 +192,13 @@ void register_floors(const case_spec& c, int threads, bool memory, bool exp) {
         register_for_type(benchmark_name(c, "exp_floor", threads), c, [c, threads](benchmark::State& s, auto tag) {
             exp_floor<typename decltype(tag)::type>(s, c, threads);
         });
+}
+
+void register_ops_floor(const case_spec& c, int threads) {
+    if (c.kind != loss_kind::divergence) return;
+    register_for_type(benchmark_name(c, "ops_floor", threads), c, [c, threads](benchmark::State& s, auto tag) {
+        ops_floor<typename decltype(tag)::type>(s, c, threads);
+    });
 }
 
 } // namespace distill_bench

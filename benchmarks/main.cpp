@@ -87,6 +87,14 @@ std::vector<case_spec> all_cases() {
         }
         cases.push_back({loss_kind::kl, s.rows, s.cols, false, 4.0});
         cases.push_back({loss_kind::softmax, s.rows, s.cols, false, 1.0});
+        if ((s.rows == 512 && s.cols == 32000) || (s.rows == 32 && s.cols == 128256)) {
+            // The divergence family on the two LLM shapes, one case per divergence, at T = 2.
+            using distill_bench::divergence_case;
+            for (const divergence_case d :
+                 {divergence_case::forward_kl, divergence_case::reverse_kl, divergence_case::jsd, divergence_case::skew_kl,
+                  divergence_case::skew_reverse_kl, divergence_case::tvd, divergence_case::dkd})
+                cases.push_back({loss_kind::divergence, s.rows, s.cols, false, 2.0, 1.0, d});
+        }
     }
     cases.push_back({loss_kind::distillation, 512, 32000, true, 4.0});
     cases.push_back({loss_kind::kl, 512, 32000, true, 4.0});
@@ -133,14 +141,15 @@ int main(int argc, char** argv) {
     };
     for (int i = 1; i < argc; ++i)
         if (std::strcmp(argv[i], "--help") == 0)
-            std::printf("distill_bench flags: --distill_threads=1,2  --distill_impls=mem_floor,exp_floor,ours,"
-                        "reference,eigen_naive,torch (default: all)\n");
+            std::printf("distill_bench flags: --distill_threads=1,2  --distill_impls=mem_floor,exp_floor,ops_floor,"
+                        "ours,reference,eigen_naive,torch (default: all)\n");
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
 
     benchmark::AddCustomContext("distill_simd_arch", xsimd::default_arch::name());
     benchmark::AddCustomContext("distill_arch_flags", DISTILL_BENCH_ARCH_FLAGS);
     benchmark::AddCustomContext("distill_exp_floor_function", distill_bench::exp_floor_function());
+    benchmark::AddCustomContext("distill_log_floor_function", distill_bench::log_floor_function());
     benchmark::AddCustomContext("distill_torch", distill_bench::torch_enabled()
                                                      ? distill_bench::torch_version()
                                                      : std::string("absent"));
@@ -156,7 +165,10 @@ int main(int argc, char** argv) {
 
     for (const case_spec& c : all_cases()) {
         for (int t : threads)
-            if (distill_bench::ours_runs(c, t)) distill_bench::register_floors(c, t, wanted("mem_floor"), wanted("exp_floor"));
+            if (distill_bench::ours_runs(c, t)) {
+                distill_bench::register_floors(c, t, wanted("mem_floor"), wanted("exp_floor"));
+                if (wanted("ops_floor")) distill_bench::register_ops_floor(c, t);
+            }
         if (wanted("ours"))
             for (int t : threads) distill_bench::register_ours(c, t);
         if (wanted("reference")) distill_bench::register_reference(c);
