@@ -75,7 +75,7 @@ inline const char* divergence_name(divergence_case d) {
 
 // Exponentials per element the case cannot do without (the exp floor's k):
 // distillation needs q = softmax(s/T), p = softmax(t/T) and r = softmax(s): 3 (2 when T is an
-// integer, since r follows from q by powers; the floor keeps 3, as issue 3 states it);
+// integer, since r follows from q by powers; the floor keeps 3, the count the suite has always reported);
 // kl and every divergence of the family need q and p: 2; softmax forward needs one exp per element.
 inline int exps_per_element(loss_kind k) {
     switch (k) {

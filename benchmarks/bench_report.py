@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns distill_bench's Google Benchmark JSON into the table of issue 3.
+"""Turns distill_bench's Google Benchmark JSON into the benchmark table.
 
     bench_report.py MAIN.json [--cached-allocator CACHED.json] [--json OUT.json] [--machine TEXT]
                     [--commit TEXT]

@@ -1,4 +1,4 @@
-// distill_bench: every case of issue 3 with its floors and its peers, in one binary and one run, so
+// distill_bench: every case with its floors and its peers, in one binary and one run, so
 // that every published figure is a ratio of two numbers measured side by side.
 #include "bench_common.hpp"
 
