@@ -1,4 +1,4 @@
-// Special values as DESIGN.md section 2 defines them. Expected values are closed forms worked out in
+// Special values as docs/design.md defines them. Expected values are closed forms worked out in
 // the comment beside each check.
 #include <catch2/catch.hpp>
 

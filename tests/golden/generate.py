@@ -9,7 +9,7 @@ It rewrites tests/golden/golden.index (text) and tests/golden/golden.bin (little
 README.md beside this file describes the format. Everything is deterministic (fixed numpy seed,
 no torch RNG), so regenerating with the same numpy/torch gives identical files.
 
-How a reference is made (DESIGN.md section 2 is the contract):
+How a reference is made (docs/design.md states the contract):
   * inputs are drawn in float64, rounded to the case's dtype, stored exactly in that dtype;
   * the rounded values are widened back to float64 tensors `s` (student logits, requires_grad),
     `t` (teacher logits), with `y` (int64 labels), `m` (bool row mask) and `k` (bool: row counted =
@@ -278,9 +278,9 @@ def evaluate_loss_case(case):
     out = {"expr": total_e, "expr_soft": soft_e, "expr_hard": hard_e, "expr_rows": rows_e,
            "expr_grad": f"torch.autograd.grad({total_e}, s)[0]", "rows_counted": counted}
     if case.get("all_ignored"):
-        # DESIGN.md section 2: every row ignored under `mean` gives 0 and a zero gradient.
+        # docs/design.md: every row ignored under `mean` gives 0 and a zero gradient.
         assert counted == 0 and case["reduce"] == "mean" and math.isnan(total.item())
-        out["note"] = ("DESIGN.md section 2: every row ignored under mean gives loss 0 and a zero "
+        out["note"] = ("docs/design.md: every row ignored under mean gives loss 0 and a zero "
                        "gradient; PyTorch's expression gives nan")
         out.update(total=0.0, soft=0.0, hard=0.0, grad=np.zeros(case["student"].shape))
         return out
@@ -473,7 +473,7 @@ for d in design:
     add("cross_entropy", d["dtype"], small_rows() + 1, d["C"], eps=d["eps"], ignore=d["ignore"],
         reduce=d["reduce"], mask=d["mask"])
 
-# Options and corners from DESIGN.md section 2.
+# Options and corners from docs/design.md.
 add("cross_entropy", "float", 6, 3, eps=0.1, ignore=True, ignore_index=-1, reduce="mean",
     tag="custom-ignore-index")
 add("distillation_loss", "double", 6, 7, T=2.0, alpha=0.3, eps=0.1, ignore=True, ignore_index=-1,
