@@ -2,8 +2,8 @@
 // format in tests/golden/README.md) that names no divergence; tests/golden_family.test.cpp runs the
 // others. Each expected value is PyTorch's, evaluated in float64 from the very inputs given to the
 // library; the exact PyTorch expression is stored with the case and printed (INFO) with any failure,
-// next to the case's name. The one exception, "every row ignored under mean gives 0", is DESIGN.md
-// section 2's contract where PyTorch gives nan; that case carries a `note`. Tolerances: check.hpp.
+// next to the case's name. The one exception, "every row ignored under mean gives 0", is the library's
+// contract (docs/design.md) where PyTorch gives nan; that case carries a `note`. Tolerances: check.hpp.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
