@@ -30,10 +30,8 @@ struct cross_entropy_options {
 // Calls: loss(student, labels[, rows]) and loss_and_grad(student, labels, grad[, rows]), each
 // optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
 template <class Scalar>
-class cross_entropy : public detail::loss_functor<cross_entropy<Scalar>, Scalar> {
+class cross_entropy : public detail::loss_functor<cross_entropy<Scalar>, Scalar, 2> {
 public:
-    static constexpr int input_count = 2;  // student, labels
-
     cross_entropy() = default;
     explicit cross_entropy(const cross_entropy_options& options)
         : options_(options), class_weights_(options.class_weights.begin(), options.class_weights.end()) {
@@ -42,7 +40,7 @@ public:
     const cross_entropy_options& options() const noexcept { return options_; }
 
 private:
-    friend class detail::loss_functor<cross_entropy, Scalar>;
+    friend class detail::loss_functor<cross_entropy, Scalar, 2>;
 
     template <class Isa, class Exec, class Student, class Labels, class Grad>
     status run(Exec& exec, const Student& student, const Labels& labels, Grad&& grad, loss_value& out,

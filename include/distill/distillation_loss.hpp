@@ -41,10 +41,8 @@ struct distillation_options {
 // [, rows]), each optionally with an executor first, and their non-throwing try_ twins
 // (detail/loss_functor.hpp).
 template <class Scalar>
-class distillation_loss : public detail::loss_functor<distillation_loss<Scalar>, Scalar> {
+class distillation_loss : public detail::loss_functor<distillation_loss<Scalar>, Scalar, 3> {
 public:
-    static constexpr int input_count = 3;  // student, teacher, labels
-
     distillation_loss() = default;
     explicit distillation_loss(const distillation_options& options)
         : options_(options), class_weights_(options.class_weights.begin(), options.class_weights.end()) {
@@ -53,7 +51,7 @@ public:
     const distillation_options& options() const noexcept { return options_; }
 
 private:
-    friend class detail::loss_functor<distillation_loss, Scalar>;
+    friend class detail::loss_functor<distillation_loss, Scalar, 3>;
 
     template <class Isa, class Exec, class Student, class Teacher, class Labels, class Grad>
     status run(Exec& exec, const Student& student, const Teacher& teacher, const Labels& labels, Grad&& grad,

@@ -29,16 +29,14 @@ struct divergence_options {
 // Calls: loss(student, teacher[, rows]) and loss_and_grad(student, teacher, grad[, rows]), each
 // optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
 template <class Scalar>
-class divergence_loss : public detail::loss_functor<divergence_loss<Scalar>, Scalar> {
+class divergence_loss : public detail::loss_functor<divergence_loss<Scalar>, Scalar, 2> {
 public:
-    static constexpr int input_count = 2;  // student, teacher
-
     divergence_loss() = default;
     explicit divergence_loss(const divergence_options& options) : options_(options) { this->check_options_or_throw(); }
     const divergence_options& options() const noexcept { return options_; }
 
 private:
-    friend class detail::loss_functor<divergence_loss, Scalar>;
+    friend class detail::loss_functor<divergence_loss, Scalar, 2>;
 
     template <class Isa, class Exec, class Student, class Teacher, class Grad>
     status run(Exec& exec, const Student& student, const Teacher& teacher, Grad&& grad, loss_value& out,

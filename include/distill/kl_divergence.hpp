@@ -27,16 +27,14 @@ struct kl_options {
 // Calls: loss(student, teacher[, rows]) and loss_and_grad(student, teacher, grad[, rows]), each
 // optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
 template <class Scalar>
-class kl_divergence : public detail::loss_functor<kl_divergence<Scalar>, Scalar> {
+class kl_divergence : public detail::loss_functor<kl_divergence<Scalar>, Scalar, 2> {
 public:
-    static constexpr int input_count = 2;  // student, teacher
-
     kl_divergence() = default;
     explicit kl_divergence(const kl_options& options) : options_(options) { this->check_options_or_throw(); }
     const kl_options& options() const noexcept { return options_; }
 
 private:
-    friend class detail::loss_functor<kl_divergence, Scalar>;
+    friend class detail::loss_functor<kl_divergence, Scalar, 2>;
 
     template <class Isa, class Exec, class Student, class Teacher, class Grad>
     status run(Exec& exec, const Student& student, const Teacher& teacher, Grad&& grad, loss_value& out,

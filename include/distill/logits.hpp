@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iterator>
 #include <span>
 #include <type_traits>
@@ -207,7 +208,8 @@ struct short_text {
 
 // `x` in printf's %g style with the fewest significant digits (at most 17) that read back as
 // exactly `x`: 0.5 -> "0.5", 0.9999999 -> "0.9999999" (plain %g would print "1"), 1e-20 -> "1e-20",
-// inf -> "inf", NaN -> "nan". Every double in an error message goes through this.
+// inf -> "inf", NaN -> "nan"; a whole number below 1e16 keeps its digits (1000, not "1e+03").
+// Every double in an error message goes through this.
 inline short_text format_number(double x) noexcept {
     short_text t;
     if (!std::isfinite(x)) {
@@ -217,7 +219,9 @@ inline short_text format_number(double x) noexcept {
     const int saved_errno = errno;  // strtod reports subnormals through errno; the caller's stays
     for (int digits = 1; digits <= 17; ++digits) {  // 17 significant digits always read back exactly
         std::snprintf(t.chars.data(), t.chars.size(), "%.*g", digits, x);
-        if (std::strtod(t.chars.data(), nullptr) == x) break;
+        const bool exponent_of_whole = std::abs(x) >= 1 && std::abs(x) < 1e16 &&
+                                       std::strchr(t.chars.data(), 'e') != nullptr;
+        if (!exponent_of_whole && std::strtod(t.chars.data(), nullptr) == x) break;
     }
     errno = saved_errno;
     return t;
