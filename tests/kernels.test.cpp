@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -170,6 +171,27 @@ TEST_CASE("SIMD fused row matches the reference across block boundaries and long
             }
         }
     }
+}
+
+TEMPLATE_TEST_CASE("a NaN logit makes every divergence's loss NaN in both kernels", "[kernels]", float, double) {
+    // NaN propagates (docs/reliability.md): a NaN student logit makes Z_q and so every q NaN, a NaN
+    // teacher value every p; each divergence then reads a NaN. Regression: the SIMD kernels' "0 where
+    // the probability is 0" test was an ordered compare in xsimd 8.1, false for NaN, and turned the
+    // NaN terms of reverse KL, skew reverse KL (student) and skew KL (teacher) into 0, a loss of 0.
+    constexpr std::ptrdiff_t C = 37;  // full vectors and a tail
+    const auto s = distill_test::random_logits<TestType>(1, C, 41);
+    const auto t = distill_test::random_logits<TestType>(1, C, 42);
+    for (const distill::divergence& d : distill_test::all_divergences())
+        for (bool in_teacher : {false, true})
+            for (std::ptrdiff_t at : {std::ptrdiff_t{0}, std::ptrdiff_t{20}, C - 1}) {
+                auto student = s, teacher = t;
+                (in_teacher ? teacher : student)(0, at) = std::numeric_limits<TestType>::quiet_NaN();
+                const row_terms k = make_terms(d, teacher_input::logits, true, false, 2.0, 1.0, 0.0);
+                std::vector<TestType> g(C);
+                INFO(distill_test::describe(d) << ", NaN in the " << (in_teacher ? "teacher" : "student") << " at " << at);
+                CHECK(std::isnan(reference::fused_row(student.data(), teacher.data(), 5, C, k, g.data()).divergence));
+                CHECK(std::isnan(simd::fused_row<arch>(student.data(), teacher.data(), 5, C, k, g.data()).divergence));
+            }
 }
 
 TEST_CASE("SIMD softmax row matches the reference for every length and offset", "[kernels]") {

@@ -147,11 +147,11 @@ struct skew_kl_policy {
     static V mixture(const element<V>& e, const divergence_params& k) noexcept {
         return V(k.skew) * e.p + V(1 - k.skew) * e.q;
     }
-    // p q / m, 0 where p or q is 0 (then m may be 0 too).
+    // p q / m, 0 where p or q is 0 (then m may be 0 too); `== 0` keeps a NaN (vector_ops.hpp).
     template <class V>
     static V overlap(const element<V>& e, const V& m) noexcept {
         const V pq = e.p * e.q, zero(0);
-        return where(pq != zero, pq / m, zero);
+        return where(pq == zero, zero, pq / m);
     }
     template <class V>
     static void accumulate(const element<V>& e, const divergence_params& k, divergence_sums<V>& sum) noexcept {

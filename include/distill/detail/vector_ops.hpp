@@ -31,12 +31,13 @@ V abs_of(const V& x) noexcept {
     return vector_ops<V>::abs(x);
 }
 
-// a * b where a != 0, else 0: the 0 log 0 = 0 convention, which keeps 0 * (-inf) out of a sum
-// (`!= 0` rather than `> 0`, so that a NaN a still propagates).
+// a * b where a != 0, else 0: the 0 log 0 = 0 convention, which keeps 0 * (-inf) out of a sum.
+// Tested as `a == 0` (false for NaN) so that a NaN a still propagates: xsimd 8.1's `!=` on AVX and
+// AVX-512 is an ordered compare, false for NaN, which would turn a NaN probability's term into 0.
 template <class V>
 V product_unless_zero(const V& a, const V& b) noexcept {
     const V zero(0);
-    return where(a != zero, a * b, zero);
+    return where(a == zero, zero, a * b);
 }
 
 }  // namespace distill::detail
