@@ -25,52 +25,58 @@ class loss_functor {
     static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
                   "distill: the loss functors are defined for float and double");
 
+    // Derived::input_count, spelled so that it depends on the calling member template's own
+    // parameter: clang 14 checks a constraint that depends on the class's parameters alone when the
+    // CRTP base is instantiated, where Derived is still incomplete, and rejects every functor.
+    template <class>
+    static constexpr int inputs = Derived::input_count;
+
 public:
     using scalar_type = Scalar;
 
     // ---- two inputs ----
     template <executor Exec, class A, class B, class Isa = isa>
-        requires(Derived::input_count == 2)
+        requires(inputs<A> == 2)
     status try_loss(Exec&& exec, const A& a, const B& b, loss_value& out, per_row rows = {}) const noexcept {
         return self().template run<Isa>(exec, a, b, absent{}, out, rows);
     }
     template <executor Exec, class A, class B, class Grad, class Isa = isa>
-        requires(Derived::input_count == 2)
+        requires(inputs<A> == 2)
     status try_loss_and_grad(Exec&& exec, const A& a, const B& b, Grad&& grad, loss_value& out,
                              per_row rows = {}) const noexcept {
         return self().template run<Isa>(exec, a, b, std::forward<Grad>(grad), out, rows);
     }
     template <class A, class B, class Isa = isa>
-        requires(Derived::input_count == 2 && !executor<A>)
+        requires(inputs<A> == 2 && !executor<A>)
     status try_loss(const A& a, const B& b, loss_value& out, per_row rows = {}) const noexcept {
         return try_loss<const sequential_executor&, A, B, Isa>(sequential, a, b, out, rows);
     }
     template <class A, class B, class Grad, class Isa = isa>
-        requires(Derived::input_count == 2 && !executor<A>)
+        requires(inputs<A> == 2 && !executor<A>)
     status try_loss_and_grad(const A& a, const B& b, Grad&& grad, loss_value& out, per_row rows = {}) const noexcept {
         return try_loss_and_grad<const sequential_executor&, A, B, Grad, Isa>(sequential, a, b, std::forward<Grad>(grad), out, rows);
     }
 
     // ---- three inputs ----
     template <executor Exec, class A, class B, class C, class Isa = isa>
-        requires(Derived::input_count == 3)
+        requires(inputs<A> == 3)
     status try_loss(Exec&& exec, const A& a, const B& b, const C& c, loss_value& out,
                     per_row rows = {}) const noexcept {
         return self().template run<Isa>(exec, a, b, c, absent{}, out, rows);
     }
     template <executor Exec, class A, class B, class C, class Grad, class Isa = isa>
-        requires(Derived::input_count == 3)
+        requires(inputs<A> == 3)
     status try_loss_and_grad(Exec&& exec, const A& a, const B& b, const C& c, Grad&& grad, loss_value& out,
                              per_row rows = {}) const noexcept {
         return self().template run<Isa>(exec, a, b, c, std::forward<Grad>(grad), out, rows);
     }
     template <class A, class B, class C, class Isa = isa>
-        requires(Derived::input_count == 3 && !executor<A>)
+        requires(inputs<A> == 3 && !executor<A>)
     status try_loss(const A& a, const B& b, const C& c, loss_value& out, per_row rows = {}) const noexcept {
         return try_loss<const sequential_executor&, A, B, C, Isa>(sequential, a, b, c, out, rows);
     }
     template <class A, class B, class C, class Grad, class Isa = isa>
-        requires(Derived::input_count == 3 && !executor<A>)
+        requires(inputs<A> == 3 && !executor<A>)
     status try_loss_and_grad(const A& a, const B& b, const C& c, Grad&& grad, loss_value& out,
                              per_row rows = {}) const noexcept {
         return try_loss_and_grad<const sequential_executor&, A, B, C, Grad, Isa>(sequential, a, b, c, std::forward<Grad>(grad), out, rows);
@@ -79,44 +85,44 @@ public:
 #if defined(__cpp_exceptions)
     // ---- the throwing forms: the result, or std::invalid_argument / std::out_of_range ----
     template <executor Exec, class A, class B, class Isa = isa>
-        requires(Derived::input_count == 2)
+        requires(inputs<A> == 2)
     loss_value loss(Exec&& exec, const A& a, const B& b, per_row rows = {}) const {
         return value_or_throw([&](loss_value& v) { return try_loss<Exec, A, B, Isa>(std::forward<Exec>(exec), a, b, v, rows); });
     }
     template <executor Exec, class A, class B, class Grad, class Isa = isa>
-        requires(Derived::input_count == 2)
+        requires(inputs<A> == 2)
     loss_value loss_and_grad(Exec&& exec, const A& a, const B& b, Grad&& grad, per_row rows = {}) const {
         return value_or_throw(
             [&](loss_value& v) { return try_loss_and_grad<Exec, A, B, Grad, Isa>(std::forward<Exec>(exec), a, b, std::forward<Grad>(grad), v, rows); });
     }
     template <class A, class B, class Isa = isa>
-        requires(Derived::input_count == 2 && !executor<A>)
+        requires(inputs<A> == 2 && !executor<A>)
     loss_value loss(const A& a, const B& b, per_row rows = {}) const {
         return loss<const sequential_executor&, A, B, Isa>(sequential, a, b, rows);
     }
     template <class A, class B, class Grad, class Isa = isa>
-        requires(Derived::input_count == 2 && !executor<A>)
+        requires(inputs<A> == 2 && !executor<A>)
     loss_value loss_and_grad(const A& a, const B& b, Grad&& grad, per_row rows = {}) const {
         return loss_and_grad<const sequential_executor&, A, B, Grad, Isa>(sequential, a, b, std::forward<Grad>(grad), rows);
     }
     template <executor Exec, class A, class B, class C, class Isa = isa>
-        requires(Derived::input_count == 3)
+        requires(inputs<A> == 3)
     loss_value loss(Exec&& exec, const A& a, const B& b, const C& c, per_row rows = {}) const {
         return value_or_throw([&](loss_value& v) { return try_loss<Exec, A, B, C, Isa>(std::forward<Exec>(exec), a, b, c, v, rows); });
     }
     template <executor Exec, class A, class B, class C, class Grad, class Isa = isa>
-        requires(Derived::input_count == 3)
+        requires(inputs<A> == 3)
     loss_value loss_and_grad(Exec&& exec, const A& a, const B& b, const C& c, Grad&& grad, per_row rows = {}) const {
         return value_or_throw(
             [&](loss_value& v) { return try_loss_and_grad<Exec, A, B, C, Grad, Isa>(std::forward<Exec>(exec), a, b, c, std::forward<Grad>(grad), v, rows); });
     }
     template <class A, class B, class C, class Isa = isa>
-        requires(Derived::input_count == 3 && !executor<A>)
+        requires(inputs<A> == 3 && !executor<A>)
     loss_value loss(const A& a, const B& b, const C& c, per_row rows = {}) const {
         return loss<const sequential_executor&, A, B, C, Isa>(sequential, a, b, c, rows);
     }
     template <class A, class B, class C, class Grad, class Isa = isa>
-        requires(Derived::input_count == 3 && !executor<A>)
+        requires(inputs<A> == 3 && !executor<A>)
     loss_value loss_and_grad(const A& a, const B& b, const C& c, Grad&& grad, per_row rows = {}) const {
         return loss_and_grad<const sequential_executor&, A, B, C, Grad, Isa>(sequential, a, b, c, std::forward<Grad>(grad), rows);
     }
