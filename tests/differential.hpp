@@ -450,7 +450,8 @@ row_errors compare_kernels(const T* s, const T* t, std::int64_t label, std::ptrd
     for (std::ptrdiff_t c = 0; c < C; ++c) {
         const double a = static_cast<double>(g_simd[c]), b = static_cast<double>(g_ref[c]);
         e.grad = std::max(e.grad, scaled_error(a, b, sc.grad, sc.grad_slack));
-        if (std::abs(b) >= 0.01 * sc.grad) e.grad_relative = std::max(e.grad_relative, std::abs(a - b) / std::abs(b));
+        if (std::abs(b) >= 0.01 * sc.grad && std::abs(a - b) > sc.grad_slack)  // not a tie's subgradient
+            e.grad_relative = std::max(e.grad_relative, std::abs(a - b) / std::abs(b));
     }
     return e;
 }
