@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of fuzz/fuzz_loss.cpp into fuzz/corpus/ (input layout: that file's header).
 
-Each seed is a small, named starting point: every loss, float and double, every reduction, the
-special values of DESIGN.md section 2, and each class of error. libFuzzer mutates from these.
+Each seed is a small, named starting point: every loss, float and double, every reduction, every
+divergence and teacher input, the special values of DESIGN.md section 2, and each class of error.
+libFuzzer mutates from these.
 """
 import os
 import struct
@@ -16,19 +17,41 @@ REDUCE = {"none": 0, "sum": 1, "mean": 2, "divide_by": 3}
 T = {1: 0, 2: 1, 4: 2, 0.5: 3, 2.5: 4, 1e-3: 5, 1e3: 6, 16: 7, 17: 8, 0: 9, -1: 10, "inf": 11, "nan": 12, 1e-30: 13, 1e30: 14, 3: 15}
 ALPHA = {0.5: 0, 0: 1, 1: 2, 0.3: 3, 0.9: 4, -0.1: 5, 1.5: 6}
 EPS = {0: 0, 0.1: 1, 0.5: 2, 0.99: 3, 1: 4, -0.1: 5}
+# The family block (fuzz_loss.cpp): divergence codes, teacher inputs, and the table indices of
+# Jensen-Shannon's beta / the skews and of decoupled KD's weights.
+DIVERGENCE = {"forward_kl": 0, "reverse_kl": 1, "jensen_shannon": 2, "skew_kl": 3, "skew_reverse_kl": 4,
+              "total_variation": 5, "decoupled_kd": 6}
+TEACHER = {"logits": 0, "log_probabilities": 1, "probabilities": 2}
+UNIT = {0.5: 0, 0: 1, 1: 2, 0.1: 3, 0.9: 4, 0.25: 5, -0.1: 6, 1.5: 7, "nan": 8, "inf": 9, 1e-300: 10, 0.7: 12,
+        0.05: 13, 0.99: 14}
+WEIGHT = {1: 0, 8: 1, 0: 2, 0.5: 3, 2: 4, -1: 5, "nan": 6, "inf": 7, 1e-300: 8, 1e300: 9, 100: 10, 3: 11}
 SPECIAL = {"-inf": 0, "+inf": 1, "nan": 2, "max": 3, "-max": 4, "min": 5, "denorm": 6, "-denorm": 7, "0": 8,
            "1e30": 10, "-1e30": 11, "1e-40": 14, "3": 15}
 
 
+def family(divergence="forward_kl", teacher="logits", divergence_loss=False, param=None, weights=(1, 8)):
+    """The family block: a byte, then beta / skew or decoupled KD's two weights (table indices)."""
+    b = bytes([DIVERGENCE[divergence] | (TEACHER[teacher] << 3) | (divergence_loss << 5)])
+    if divergence in ("jensen_shannon", "skew_kl", "skew_reverse_kl"):
+        value = 0.5 if param is None else param
+        b += bytes([UNIT[value]]) if value in UNIT else bytes([16]) + struct.pack("<d", value)
+    if divergence == "decoupled_kd":
+        b += bytes([WEIGHT[weights[0]], WEIGHT[weights[1]]])
+    return b
+
+
 def seed(loss="hinton", double=False, reduce="mean", check_finite=False, mask=None, no_t2=False, N=4, C=10,
          t=2, alpha=0.5, eps=0, ignore=0, normalizer=0, scale=0, style=0, softmax=False, no_rows=False, rng=1,
-         labels=None, edits=()):
+         labels=None, edits=(), family_block=None):
     flags = (double << 0) | (LOSS[loss] << 1) | (REDUCE[reduce] << 3) | (check_finite << 5) | ((mask is not None) << 6) | (no_t2 << 7)
     b = bytes([flags, N, C & 0xFF, C >> 8])
     for value, table in ((t, T), (alpha, ALPHA), (eps, EPS)):
         b += bytes([table[value]]) if value in table else bytes([16]) + struct.pack("<d", value)
-    b += bytes([ignore | (normalizer << 4), scale | (style << 3) | (softmax << 6) | (no_rows << 7)])
+    b += bytes([ignore | (normalizer << 4) | ((family_block is not None) << 7),
+                scale | (style << 3) | (softmax << 6) | (no_rows << 7)])
     b += struct.pack("<I", rng)
+    if family_block is not None:
+        b += family_block
     if loss in ("hinton", "ce"):
         b += bytes(labels if labels is not None else [(3 * i + 1) % 200 for i in range(N)])
     if mask is not None:
@@ -80,6 +103,37 @@ SEEDS = {
     "error_label_negative": seed(labels=[0, 1, 241, 2]),
     "error_none_without_rows": seed(reduce="none", no_rows=True),
     "error_no_labels_alpha": seed(loss="hinton_no_labels", alpha=0.5),
+    # The divergence family and the teacher inputs.
+    "family_reverse_kl_teacher_masks": seed(C=40, style=5, family_block=family("reverse_kl")),
+    "family_reverse_kl_student_masks": seed(C=40, style=6, alpha=1, family_block=family("reverse_kl")),
+    "family_jensen_shannon_divergence_loss": seed(loss="kl", reduce="sum", C=33, family_block=family(
+        "jensen_shannon", divergence_loss=True, param=0.1)),
+    "family_jensen_shannon_ends": seed(loss="kl", double=True, C=17, style=1, family_block=family(
+        "jensen_shannon", divergence_loss=True, param=1)),
+    "family_skew_kl_log_probabilities": seed(C=50, t=4, style=3, family_block=family(
+        "skew_kl", teacher="log_probabilities", param=0.1)),
+    "family_skew_reverse_kl_probabilities": seed(double=True, C=20, style=5, family_block=family(
+        "skew_reverse_kl", teacher="probabilities", param=0.7)),
+    "family_skew_zero": seed(C=30, t=0.5, style=3, family_block=family("skew_reverse_kl", param=0)),
+    "family_total_variation_equal_rows": seed(loss="kl", C=24, style=2, family_block=family(
+        "total_variation", divergence_loss=True)),
+    "family_decoupled_kd": seed(N=6, C=12, t=4, family_block=family("decoupled_kd")),
+    "family_decoupled_kd_double_masks": seed(double=True, C=40, style=5, alpha=1, family_block=family(
+        "decoupled_kd", weights=(0.5, 2))),
+    "family_decoupled_kd_long_rows_probabilities": seed(N=2, C=2500, t=2.5, alpha=0.3, eps=0.1, family_block=family(
+        "decoupled_kd", teacher="probabilities")),
+    "family_decoupled_kd_zero_weight": seed(C=9, style=6, alpha=1, family_block=family("decoupled_kd", weights=(1, 0))),
+    "family_kl_divergence_log_probabilities": seed(loss="kl", C=30, t=3, family_block=family(
+        teacher="log_probabilities")),
+    "family_probabilities_check_finite": seed(C=8, check_finite=True, family_block=family(
+        "jensen_shannon", teacher="probabilities"), edits=[edit(0, 3, SPECIAL["1e30"], teacher=True)]),
+    "error_family_bad_beta": seed(family_block=family("jensen_shannon", param=1.5)),
+    "error_family_bad_skew": seed(family_block=family("skew_kl", param=-0.1)),
+    "error_family_bad_weight": seed(family_block=family("decoupled_kd", weights=(1, -1))),
+    "error_family_decoupled_kd_without_labels": seed(loss="hinton_no_labels", alpha=1, family_block=family("decoupled_kd")),
+    "error_family_decoupled_kd_divergence_loss": seed(loss="kl", family_block=family("decoupled_kd", divergence_loss=True)),
+    "error_family_negative_probability": seed(C=8, check_finite=True, family_block=family(teacher="probabilities"),
+                                              edits=[edit(0, 5, SPECIAL["-1e30"], teacher=True)]),
 }
 
 os.makedirs(OUT, exist_ok=True)

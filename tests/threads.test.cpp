@@ -11,6 +11,7 @@
 
 #include <distill/distill.hpp>
 
+#include "family.hpp"
 #include "test_support.hpp"
 
 using distill_test::matrix;
@@ -62,7 +63,7 @@ std::vector<job<T>> make_jobs() {
 // Runs `work(thread, job index)` from thread_count threads at once, each over every job several
 // times in its own order, and returns how many calls disagreed with the one-thread answer.
 template <class Work>
-int hammer(std::size_t job_count, Work work) {
+int hammer(std::size_t job_count, Work work, int rounds = ::rounds) {
     std::atomic<int> mismatches{0};
     std::atomic<int> ready{0};
     std::vector<std::thread> pool;
@@ -151,4 +152,65 @@ TEST_CASE("kl_divergence, cross_entropy, softmax and the status twins are safe t
         return ok && st.code() == distill::errc::out_of_range && std::strstr(st.message(), "at row 0") != nullptr;
     });
     CHECK(bad == 0);
+}
+
+TEMPLATE_TEST_CASE("every divergence: one functor called from many threads at once gives the one-thread results",
+                   "[threads]", float, double) {
+    // Each divergence once (decoupled KD in distillation_loss, the others in divergence_loss, the
+    // teacher input rotating), every thread running every job: the normalise-first kernels' sweeps
+    // and their segment sums share nothing between calls.
+    auto jobs = make_jobs<TestType>();
+    const auto family = distill_test::all_divergences();
+    constexpr distill::teacher_input inputs[3] = {distill::teacher_input::logits,
+                                                  distill::teacher_input::log_probabilities,
+                                                  distill::teacher_input::probabilities};
+    for (std::size_t which = 0; which < family.size(); ++which) {
+        const distill::divergence& d = family[which];
+        const distill::teacher_input input = inputs[which % 3];
+        INFO(distill_test::describe(d) << ", " << distill_test::describe(input));
+        // Teacher values in the form the functor reads: probabilities must be >= 0.
+        std::vector<matrix<TestType>> teachers;
+        for (const auto& j : jobs)
+            teachers.push_back(input == distill::teacher_input::probabilities ? distill::softmax(j.t, 2.0)
+                                                                               : matrix<TestType>(j.t));
+        const distill::distillation_loss<TestType> kd(
+            {.temperature = 2.0, .alpha = 0.6, .reduce = distill::reduction::none, .divergence = d, .teacher = input});
+        const distill::divergence_loss<TestType> soft(
+            {.divergence = distill_test::is_decoupled_kd(d) ? distill::divergence{} : d,
+             .temperature = 2.0,
+             .reduce = distill::reduction::none,
+             .teacher = input});
+        const bool with_labels = distill_test::is_decoupled_kd(d);
+        const auto run = [&](std::size_t k, matrix<TestType>& g, std::vector<double>& rows) {
+            const auto& j = jobs[k];
+            return with_labels ? kd.loss_and_grad(j.s, teachers[k], j.y, g, {.mask = j.mask, .losses = rows})
+                               : soft.loss_and_grad(j.s, teachers[k], g, {.mask = j.mask, .losses = rows});
+        };
+        for (std::size_t k = 0; k < jobs.size(); ++k) {
+            auto& j = jobs[k];
+            j.expected_grad.resize(j.s.rows(), j.s.cols());
+            j.expected_rows.assign(static_cast<std::size_t>(j.s.rows()), 0.0);
+            j.expected = run(k, j.expected_grad, j.expected_rows);
+        }
+        std::vector<std::vector<matrix<TestType>>> grads(thread_count);
+        std::vector<std::vector<std::vector<double>>> row_losses(thread_count);
+        for (int th = 0; th < thread_count; ++th)
+            for (const auto& j : jobs) {
+                grads[th].emplace_back(j.s.rows(), j.s.cols());
+                row_losses[th].emplace_back(static_cast<std::size_t>(j.s.rows()));
+            }
+        const int bad = hammer(
+            jobs.size(),
+            [&](int th, std::size_t k) {
+                const auto& j = jobs[k];
+                auto& g = grads[th][k];
+                auto& rows = row_losses[th][k];
+                const auto v = run(k, g, rows);
+                return same_bits(v.total, j.expected.total) && v.rows_counted == j.expected.rows_counted &&
+                       same_bits(g, j.expected_grad) &&
+                       std::memcmp(rows.data(), j.expected_rows.data(), rows.size() * sizeof(double)) == 0;
+            },
+            1);
+        CHECK(bad == 0);
+    }
 }

@@ -90,12 +90,13 @@ struct loss_plan {
 };
 
 // Adds row i's result to its piece and returns the row's (weighted-by-alpha) loss; an undefined
-// row is recorded for the error instead.
+// row is recorded for the error instead, naming the student when both sides are undefined (as the
+// inputs are checked: student first).
 template <class Isa, class T, class Label>
 double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::ptrdiff_t i,
                   const row_result& rr) noexcept {
     if (!rr.student_defined || !rr.teacher_defined) {
-        if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
+        if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = rr.student_defined;
         return 0;
     }
     const double w = row_weight(*plan.call, i);
