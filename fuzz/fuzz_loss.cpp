@@ -1,6 +1,6 @@
 // libFuzzer target: every loss (and softmax) through the public API, with every divergence of the
 // family and each kind of teacher input, on inputs read from the fuzzer's bytes, checked against an
-// independent model of what DESIGN.md section 2 and docs/api.md promise:
+// independent model of what docs/design.md and docs/api.md promise:
 //   - invalid options, shapes or labels give a clean error: the throwing constructor or the try_
 //     call fails with the predicted code, and the message names the loss, the argument and value;
 //   - valid input: each row's loss and gradient match the reference kernel (tests/differential.hpp
@@ -478,7 +478,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
     EXPECT(N * C == 0 || std::memcmp(g.data(), g3.data(), sizeof(T) * static_cast<std::size_t>(N * C)) == 0 || g.hasNaN(),
            "executor changed the gradient");
 
-    // The model's row terms, from DESIGN.md section 2.
+    // The model's row terms, from the contract (docs/design.md).
     std::int64_t counted = 0;
     for (std::ptrdiff_t i = 0; i < N; ++i) counted += row_counted(x, i);
     EXPECT(v.rows_counted == counted, format("rows_counted %lld, expected %lld", static_cast<long long>(v.rows_counted),
@@ -550,7 +550,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
         if (distill_test::decoupled_kd_mass_underflows(si, teacher_row, y, C, k)) continue;
         const bool mixture_risk = distill_test::mixture_may_underflow(si, teacher_row, C, k);
 
-        // +inf exactly where DESIGN.md says: one side masks a class the other gives mass (here:
+        // +inf exactly where the contract says: one side masks a class the other gives mass (here:
         // mass at least e^-50 / C, far from underflow), or the student masks the label's class.
         const double ms = ref::row_max(si, C);
         double mt = -inf;

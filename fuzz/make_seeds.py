@@ -2,7 +2,7 @@
 """Writes the seed corpus of fuzz/fuzz_loss.cpp into fuzz/corpus/ (input layout: that file's header).
 
 Each seed is a small, named starting point: every loss, float and double, every reduction, every
-divergence and teacher input, the special values of DESIGN.md section 2, and each class of error.
+divergence and teacher input, the special values of the contract (docs/design.md), and each class of error.
 libFuzzer mutates from these.
 """
 import os
