@@ -90,10 +90,11 @@ inline int exps_per_element(loss_kind k) {
 // What our SIMD kernel actually spends per element for loss_and_grad of a divergence case, teacher
 // logits, no cross-entropy term (docs/design.md, section 5, at the commit this suite measures):
 // forward KL runs statistics-first (e_q and e_p in sweep 1, e_q again in the gradient sweep);
-// every other divergence normalise-first, e_q and e_p in each of its three sweeps, and the log of
-// the mixture m in the sums sweep (JSD, both skews) and again in the gradient sweep (JSD, skew
-// reverse KL; skew KL's gradient needs p q / m, a division, not the log). The ops floor measures
-// these; update them with the kernels.
+// every other divergence normalise-first: e_q and e_p in sweep 1 (e_p parked in the gradient
+// buffer), e_q again in the sums sweep and in the gradient sweep (p read back from the buffer),
+// and the log of the mixture m in the sums sweep (JSD, both skews) and again in the gradient sweep
+// (JSD, skew reverse KL; skew KL's gradient needs p q / m, a division, not the log). The ops floor
+// measures these; update them with the kernels.
 struct transcendentals {
     int exps;
     int logs;
@@ -101,12 +102,12 @@ struct transcendentals {
 inline transcendentals kernel_transcendentals(divergence_case d) {
     switch (d) {
     case divergence_case::forward_kl: return {3, 0};
-    case divergence_case::reverse_kl: return {6, 0};
-    case divergence_case::jsd: return {6, 2};
-    case divergence_case::skew_kl: return {6, 1};
-    case divergence_case::skew_reverse_kl: return {6, 2};
-    case divergence_case::tvd: return {6, 0};
-    case divergence_case::dkd: return {6, 0};
+    case divergence_case::reverse_kl: return {4, 0};
+    case divergence_case::jsd: return {4, 2};
+    case divergence_case::skew_kl: return {4, 1};
+    case divergence_case::skew_reverse_kl: return {4, 2};
+    case divergence_case::tvd: return {4, 0};
+    case divergence_case::dkd: return {4, 0};
     }
     return {0, 0};
 }
