@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 
@@ -43,6 +44,12 @@ struct row_terms {
     double smoothing = 0;            // label smoothing eps
     double soft_grad = 0;            // gradient coefficient of d D / d(s / T)
     double hard_grad = 0;            // gradient coefficient of d CE / ds = r - target
+    // The row's number of classes, which label smoothing spreads eps over, when the kernel is given
+    // only some of the row's columns (a vocabulary shard, sharded.hpp); 0: the C columns it is given
+    // are the whole row.
+    std::ptrdiff_t row_classes = 0;
+
+    double classes(std::ptrdiff_t C) const noexcept { return static_cast<double>(row_classes > 0 ? row_classes : C); }
 
     // The row's label is read by the kernel: for the hard term, and for a divergence defined
     // around the target class.

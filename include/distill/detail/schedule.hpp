@@ -28,6 +28,39 @@ inline constexpr std::ptrdiff_t max_pieces = 64;
 // Blocks per row at most (the per-block teacher maxima of the statistics-first kernel live on the stack).
 inline constexpr std::ptrdiff_t max_row_blocks = 64;
 
+// The weights a row's terms are multiplied by.
+struct loss_weights {
+    double soft = 0, hard = 0;  // alpha T^2 (or alpha) and 1 - alpha
+    double reduction = 1;       // the reduction, as a factor on every row
+};
+
+// Fills the kernels' constants and the weights of a validated call whose terms `soft` and `hard` are
+// present and of which `counted` rows take part (the soft and hard flags of k are set here).
+inline void plan_terms(const loss_config& o, bool soft, bool hard, std::int64_t counted, row_terms& k,
+                       loss_weights& w) noexcept {
+    k.soft = soft;
+    k.hard = hard;
+    w.reduction = 1;
+    if (o.reduce == reduction::mean) w.reduction = counted > 0 ? 1.0 / static_cast<double>(counted) : 0.0;
+    if (o.reduce == reduction::divide_by) w.reduction = 1.0 / o.normalizer;
+
+    // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
+    k.temperature = k.soft ? o.temperature : 1.0;
+    k.inv_temperature = 1.0 / k.temperature;
+    k.teacher_inv_temperature = o.teacher == teacher_input::logits ? k.inv_temperature : 1.0;
+    k.teacher_probabilities = o.teacher == teacher_input::probabilities;
+    k.integer_temperature = whole_temperature(k.temperature);
+    k.divergence = o.divergence;
+    k.params = o.params;
+    k.smoothing = k.hard ? o.label_smoothing : 0.0;
+    const double alpha = o.soft_term && o.hard_term ? o.alpha : 1.0;
+    w.soft = alpha * (o.scale_by_t_squared ? o.temperature * o.temperature : 1.0);
+    w.hard = o.soft_term && o.hard_term ? 1 - o.alpha : 1.0;
+    // d(T^2 D)/ds = T dD/dx and d D/ds = (dD/dx) / T, x = s / T (docs/math.md).
+    k.soft_grad = w.reduction * w.soft * k.inv_temperature;
+    k.hard_grad = w.reduction * w.hard;
+}
+
 struct piece_result {
     double soft = 0, hard = 0;
     std::ptrdiff_t bad_row = -1;  // first row whose softmax is undefined (all -inf)
@@ -41,8 +74,7 @@ struct loss_plan {
     const loss_config* options;
     const loss_call<T, Label>* call;
     row_terms terms;
-    double soft_loss_weight = 0, hard_loss_weight = 0;  // alpha T^2 (or alpha) and 1 - alpha
-    double weight = 1;                                  // the reduction, as a factor on every row
+    loss_weights weights;                               // alpha, T^2 and the reduction
     std::int64_t counted = 0;                           // rows taking part
     bool needs_sums = false;                            // a normalise-first divergence: sweep 2 sums
     std::ptrdiff_t piece_count = 0;
@@ -74,8 +106,8 @@ double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::pt
         if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = !rr.teacher_defined;
         return 0;
     }
-    const double soft = plan.terms.soft ? plan.soft_loss_weight * rr.divergence : 0.0;
-    const double hard = plan.terms.hard ? plan.hard_loss_weight * rr.ce : 0.0;
+    const double soft = plan.terms.soft ? plan.weights.soft * rr.divergence : 0.0;
+    const double hard = plan.terms.hard ? plan.weights.hard * rr.ce : 0.0;
     r.soft += soft;
     r.hard += hard;
     return soft + hard;
@@ -210,7 +242,8 @@ template <class Isa, class T, class Label>
 status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<Isa, T, Label>& plan) noexcept {
     if (status s = check_options(o); !s) return s;
     if (status s = check_shapes(o, c); !s) return s;
-    if (status s = count_rows(o, c, plan.counted); !s) return s;
+    if (status s = check_losses_output(o, c); !s) return s;
+    if (status s = count_rows(o, c, c.student.cols, plan.counted); !s) return s;
     row_terms& k = plan.terms;
     k.soft = soft_active(o) && c.has_teacher;
     k.hard = hard_active(o) && !c.labels.empty();
@@ -222,25 +255,7 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
                 !s)
                 return s;
     }
-    double& weight = plan.weight;
-    if (o.reduce == reduction::mean) weight = plan.counted > 0 ? 1.0 / static_cast<double>(plan.counted) : 0.0;
-    if (o.reduce == reduction::divide_by) weight = 1.0 / o.normalizer;
-
-    // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
-    k.temperature = k.soft ? o.temperature : 1.0;
-    k.inv_temperature = 1.0 / k.temperature;
-    k.teacher_inv_temperature = o.teacher == teacher_input::logits ? k.inv_temperature : 1.0;
-    k.teacher_probabilities = o.teacher == teacher_input::probabilities;
-    k.integer_temperature = whole_temperature(k.temperature);
-    k.divergence = o.divergence;
-    k.params = o.params;
-    k.smoothing = k.hard ? o.label_smoothing : 0.0;
-    const double alpha = o.soft_term && o.hard_term ? o.alpha : 1.0;
-    plan.soft_loss_weight = alpha * (o.scale_by_t_squared ? o.temperature * o.temperature : 1.0);
-    plan.hard_loss_weight = o.soft_term && o.hard_term ? 1 - o.alpha : 1.0;
-    // d(T^2 D)/ds = T dD/dx and d D/ds = (dD/dx) / T, x = s / T (docs/math.md).
-    k.soft_grad = weight * plan.soft_loss_weight * k.inv_temperature;
-    k.hard_grad = weight * plan.hard_loss_weight;
+    plan_terms(o, k.soft, k.hard, plan.counted, k, plan.weights);
     plan.options = &o;
     plan.call = &c;
     plan.needs_sums = k.soft && !backend<Isa>::statistics_first(k);
@@ -269,8 +284,8 @@ status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexce
         soft_sum += r.soft;
         hard_sum += r.hard;
     }
-    out.soft = plan.weight * soft_sum;
-    out.hard = plan.weight * hard_sum;
+    out.soft = plan.weights.reduction * soft_sum;
+    out.hard = plan.weights.reduction * hard_sum;
     out.total = out.soft + out.hard;
     out.rows_counted = plan.counted;
     return {};

@@ -88,7 +88,7 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
     const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
     const row_normalizers n = normalizers(st);
     const double log_zr = k.hard ? std::log(st.zr) : 0.0;
-    const double uniform = k.hard ? k.smoothing / static_cast<double>(C) : 0.0;
+    const double uniform = k.hard ? k.smoothing / k.classes(C) : 0.0;
     for (std::ptrdiff_t c = c0; c < c1; ++c) {
         double g = 0;
         if (k.soft) {

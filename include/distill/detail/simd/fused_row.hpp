@@ -149,7 +149,7 @@ struct shaped_kernel {
         V coef_r, uniform;
         hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C) noexcept
             : coef_r(static_cast<T>(k.hard_grad / st.zr)),
-              uniform(static_cast<T>(k.hard_grad * k.smoothing / static_cast<double>(C))) {}
+              uniform(static_cast<T>(k.hard_grad * k.smoothing / k.classes(C))) {}
         DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k) const noexcept {
             return xsimd::fms(coef_r, r_from(e_q, shifted, k), uniform);
         }
@@ -296,7 +296,7 @@ struct shaped_kernel {
                     double g = k.soft_grad * Policy::label_gradient(value);
                     if constexpr (Hard)
                         g += k.hard_grad * (std::exp(static_cast<double>(s[label]) - st.ms) / st.zr -
-                                            (1 - k.smoothing) - k.smoothing / static_cast<double>(C));
+                                            (1 - k.smoothing) - k.smoothing / k.classes(C));
                     grad[label] = static_cast<T>(g);
                 }
             }
