@@ -347,10 +347,6 @@ template <class Isa, class T, class Label>
                                            std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
     const row_terms& k = plan.terms;
     const std::ptrdiff_t C = plan.columns();
-    // Parking e_p only needs the soft term: the per-block statistics below are run for that alone.
-    row_terms parking = k;
-    parking.hard = false;
-    parking.smoothing = 0;
     for_rows_of_pieces(plan, first, last, [&](std::ptrdiff_t i) {
         T* g = plan.grad_row(i);
         if (!plan.counts(i)) {
@@ -368,18 +364,14 @@ template <class Isa, class T, class Label>
             reference::gradient<decoupled_kd_policy>(s, t, y, C, k, st, value, g, 0, reference::row_blocks(C));
             return;
         }
-        if constexpr (std::is_same_v<Isa, no_simd>) {
-            backend<Isa>::gradient(s, t, y, C, k, st, value, g, 0, plan.blocks, nullptr);
-        } else {
-            // The SIMD gradient sweep reads each teacher exponential where sweep 1 parked it in the
-            // gradient buffer, relative to the teacher max that block had then. That sweep ran in
-            // another call, so each block is parked again just before its gradient (relative to the
-            // block's own max, which the gradient brings to the whole row's), while it is in cache.
-            double teacher_max_at[max_row_blocks];
-            for (std::ptrdiff_t b = 0; b < plan.blocks; ++b) {
-                if (k.soft) backend<Isa>::statistics(s, t, C, parking, g, b, b + 1, teacher_max_at);
-                backend<Isa>::gradient(s, t, y, C, k, st, value, g, b, b + 1, teacher_max_at);
-            }
+        // The SIMD gradient sweep reads the teacher's e_p where sweep 1 parked it in the gradient
+        // buffer; sweep 1 ran in another call, so each block is parked again (relative to the whole
+        // row's teacher max) just before its gradient, while it is in cache.
+        double teacher_max_at[max_row_blocks];
+        for (std::ptrdiff_t b = 0; b < plan.blocks; ++b) {
+            if (backend<Isa>::parks_teacher && k.soft)
+                backend<Isa>::park_teacher(t, C, k, st.mt, g, b, b + 1, teacher_max_at);
+            backend<Isa>::gradient(s, t, y, C, k, st, value, g, b, b + 1, teacher_max_at);
         }
     });
 }
