@@ -572,9 +572,17 @@ TEST_CASE("a call that does not fit its shard or vocabulary is refused before an
         return std::string(loss.try_statistics(s, t, labels, out).message());
     };
     CHECK_THAT(message(distill::sharded_loss<float>(o, {.first_column = 250, .vocabulary = 300}), y, stats),
-               Catch::Contains("the shard's columns [250, 350) must lie within the vocabulary [0, 300)"));
+               Catch::Contains("the shard's 100 columns from first_column 250 must lie within the vocabulary [0, 300)"));
     CHECK_THAT(message(distill::sharded_loss<float>(o, {.first_column = 0, .vocabulary = 0}), y, stats),
                Catch::Contains("must lie within the vocabulary [0, 0)"));
+    // Extreme values are refused without overflowing anything.
+    CHECK_THAT(message(distill::sharded_loss<float>(o, {.first_column = std::numeric_limits<std::int64_t>::max(),
+                                                        .vocabulary = 300}),
+                       y, stats),
+               Catch::Contains("from first_column 9223372036854775807 must lie within"));
+    CHECK_THAT(message(distill::sharded_loss<float>(o, {.first_column = 250, .vocabulary = std::numeric_limits<std::int64_t>::max()}),
+                       y, stats),
+               Catch::Contains("the vocabulary (9223372036854775807 classes) must be at most 2^53"));
     // Labels index the whole vocabulary: 250 lies on another rank, 300 nowhere.
     CHECK(message(distill::sharded_loss<float>(o, {.first_column = 0, .vocabulary = 300}), y, stats).empty());
     CHECK_THAT(message(distill::sharded_loss<float>(o, {.first_column = 0, .vocabulary = 300}), {5, 300}, stats),

@@ -80,12 +80,16 @@ status make_shard_plan(const loss_config& o, const vocabulary_shard& shard, cons
     if (!(shard.vocabulary >= 1) || shard.first_column < 0 || shard.first_column > shard.vocabulary ||
         c.student.cols > shard.vocabulary - shard.first_column)
         return status::error(errc::invalid_argument,
-                             "%s: the shard's columns [%lld, %lld) must lie within the vocabulary [0, %lld) "
-                             "(vocabulary_shard{.first_column = %lld, .vocabulary = %lld}, logits with %td columns)",
-                             o.loss_name, static_cast<long long>(shard.first_column),
-                             static_cast<long long>(shard.first_column + c.student.cols),
+                             "%s: the shard's %td columns from first_column %lld must lie within the vocabulary "
+                             "[0, %lld) (vocabulary_shard{.first_column = %lld, .vocabulary = %lld})",
+                             o.loss_name, c.student.cols, static_cast<long long>(shard.first_column),
                              static_cast<long long>(shard.vocabulary), static_cast<long long>(shard.first_column),
-                             static_cast<long long>(shard.vocabulary), c.student.cols);
+                             static_cast<long long>(shard.vocabulary));
+    if (shard.vocabulary > (std::int64_t{1} << 53))
+        return status::error(errc::invalid_argument,
+                             "%s: the vocabulary (%lld classes) must be at most 2^53, the counts a record's doubles "
+                             "hold exactly",
+                             o.loss_name, static_cast<long long>(shard.vocabulary));
     if (!o.hard_term && !c.labels.empty())
         return status::error(errc::invalid_argument,
                              "%s: built from divergence_options, which take no labels; pass distill::no_labels",
