@@ -5,6 +5,7 @@
 // the whole batch, the oracle every other test pins against PyTorch.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -653,4 +654,32 @@ TEMPLATE_TEST_CASE("data-parallel: shards of the batch dividing by the global co
     CHECK_THROWS_WITH(distill::counted_rows(y, std::span(mask).first(3)),
                       Catch::Contains("the mask has 3 entries but there are 320 labels"));
     CHECK(distill::counted_rows(N, mask) == N);
+}
+
+TEMPLATE_TEST_CASE("random layouts: any number of ranks, any widths, empty shards anywhere", "[sharded]", float,
+                   double) {
+    using T = TestType;
+    const Eigen::Index N = 5, V = 2100;
+    matrix<T> s, t;
+    std::vector<std::int64_t> y;
+    make_batch<T>(N, V, 101, s, t, y);
+    std::mt19937 gen(102);
+    for (int layout = 0; layout < 24; ++layout) {
+        // R in [1, 9]; cut points drawn with repeats, so that some shards are empty.
+        const int R = std::uniform_int_distribution<int>(1, 9)(gen);
+        std::vector<std::int64_t> cuts{0, V};
+        for (int k = 1; k < R; ++k) cuts.push_back(std::uniform_int_distribution<std::int64_t>(0, V)(gen));
+        std::sort(cuts.begin(), cuts.end());
+        std::vector<std::int64_t> widths;
+        for (std::size_t k = 1; k < cuts.size(); ++k) widths.push_back(cuts[k] - cuts[k - 1]);
+        const distill::divergence d = every_divergence()[static_cast<std::size_t>(layout) % every_divergence().size()];
+        INFO("layout " << layout << ": " << R << " ranks, divergence " << d.index());
+        const distill::distillation_options o{.temperature = 1.5, .alpha = 0.4, .label_smoothing = 0.2,
+                                              .reduce = distill::reduction::sum, .divergence = d};
+        std::vector<double> expected_rows(N);
+        matrix<T> g(N, V), g_expected(N, V);
+        const distill::loss_value expected = one_process<T>(o, s, t, y, g_expected, {.losses = expected_rows});
+        const sharded_result r = run_ranks<T>(o, widths, s, t, y, g);
+        check_equal_to_one_process<T>(r, expected, expected_rows, g, g_expected, 0.4 * 1.5 + 0.6);
+    }
 }
