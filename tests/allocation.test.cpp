@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <new>
+#include <span>
+#include <string>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -62,6 +64,44 @@ TEMPLATE_TEST_CASE("loss_and_grad allocates nothing", "[allocation]", float, dou
         const long after = allocations.load();
         INFO("C = " << C);
         CHECK(after - before == 0);
+        CHECK(v.rows_counted == N - 1);  // the calls above really ran
+    }
+}
+
+TEMPLATE_TEST_CASE("the sharded calls and the merges allocate nothing", "[allocation]", float, double) {
+    // One rank of two over a vocabulary of 2C, its records merged with the other's (here the same
+    // columns again, standing in for them); every divergence shape: forward KL, normalise-first,
+    // decoupled KD on the reference kernels.
+    const Eigen::Index N = 8, C = 3000;
+    const auto s = distill_test::random_logits<TestType>(N, C, 4);
+    const auto t = distill_test::random_logits<TestType>(N, C, 5);
+    auto y = distill_test::random_labels(N, 2 * C, 6);
+    y[2] = -100;
+    matrix<TestType> g(N, C);
+    std::vector<distill::row_statistics> mine(N), theirs(N), combined(N);
+    std::vector<distill::row_sums> sums(N), their_sums(N);
+    for (const distill::divergence& d :
+         {distill::divergence{distill::forward_kl{}}, distill::divergence{distill::jensen_shannon{}},
+          distill::divergence{distill::decoupled_kd{}}}) {
+        const distill::distillation_options o{.temperature = 2.0, .alpha = 0.5, .divergence = d};
+        const distill::sharded_loss<TestType> left(o, {.first_column = 0, .vocabulary = 2 * C});
+        const distill::sharded_loss<TestType> right(o, {.first_column = C, .vocabulary = 2 * C});
+        const long before = allocations.load();
+        left.statistics(s, t, y, std::span(mine));
+        right.statistics(s, t, y, std::span(theirs));
+        for (Eigen::Index i = 0; i < N; ++i) combined[i] = distill::merge_row_statistics(mine[i], theirs[i]);
+        const bool two = left.needs_sums(combined);
+        if (two) {
+            left.sums(s, t, y, std::span<const distill::row_statistics>(combined), std::span(sums));
+            right.sums(s, t, y, std::span<const distill::row_statistics>(combined), std::span(their_sums));
+            for (Eigen::Index i = 0; i < N; ++i) sums[i] = distill::merge_row_sums(sums[i], their_sums[i]);
+        }
+        const distill::loss_value v = left.loss_and_grad(s, t, y, std::span<const distill::row_statistics>(combined),
+                                                         std::span<const distill::row_sums>(sums), g);
+        const long after = allocations.load();
+        INFO("divergence " << d.index());
+        CHECK(after - before == 0);
+        CHECK(two == (d.index() != 0 || std::string(distill::simd_architecture).rfind("none", 0) == 0));
         CHECK(v.rows_counted == N - 1);  // the calls above really ran
     }
 }

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <span>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -30,6 +31,10 @@ constexpr bool has_throwing_ce = requires(const Loss& l, const matrix& s, const 
 static_assert(!has_throwing_loss<distill::distillation_loss<float>>);
 static_assert(!has_throwing_loss<distill::kl_divergence<float>>);
 static_assert(!has_throwing_ce<distill::cross_entropy<float>>);
+template <class Loss>
+constexpr bool has_throwing_sharded_loss =
+    requires(const Loss& l, const matrix& s, const labels& y, std::span<const distill::row_statistics> r,
+             std::span<const distill::row_sums> u) { l.loss(s, s, y, r, u); };
 
 int passed = 0, failed = 0;
 
@@ -196,6 +201,50 @@ void softmax_and_tensors() {
     CHECK(v.rows_counted == 6 && near(v.total + 1, 1));
 }
 
+// The vocabulary over two "ranks" in this process: the row {0, ln 3 | ln 2, -inf} of 4 classes,
+// rank 0 holding columns 0-1, rank 1 columns 2-3, the teacher uniform over the 3 classes the student
+// keeps. Expected, from the closed form: softmax(s) = {1, 3, 2, 0} / 6, so the cross-entropy at
+// label 2 is ln 3 (alpha = 0: the hard term alone, no temperature) and forward KL (alpha = 1, T = 1)
+// is sum_c (1/3) ln((1/3) / r_c) = (1/3)(ln 2 + ln(2/3) + ln 1) = (1/3) ln(4/3).
+void sharded_statuses() {
+    static_assert(!has_throwing_sharded_loss<distill::sharded_loss<float>>);
+    const float ninf = -inf;
+    const matrix s0 = rows({{0.0f, std::log(3.0f)}}), s1 = rows({{std::log(2.0f), ninf}});
+    const matrix t0 = rows({{0.0f, 0.0f}}), t1 = rows({{0.0f, ninf}});
+    const labels y{2};
+    for (double alpha : {0.0, 1.0}) {
+        const distill::distillation_options o{.temperature = 1.0, .alpha = alpha};
+        const distill::sharded_loss<float> rank0(o, {.first_column = 0, .vocabulary = 4});
+        const distill::sharded_loss<float> rank1(o, {.first_column = 2, .vocabulary = 4});
+        std::vector<distill::row_statistics> a(1), b(1);
+        CHECK(rank0.try_statistics(s0, t0, y, std::span(a)).ok());
+        CHECK(rank1.try_statistics(distill::sequential, s1, t1, y, std::span(b)).ok());
+        const std::vector<distill::row_statistics> combined{distill::merge_row_statistics(a[0], b[0])};
+        std::vector<distill::row_sums> sums;
+        if (rank0.needs_sums(combined)) {  // the reference kernels: forward KL takes the second reduction
+            std::vector<distill::row_sums> u0(1), u1(1);
+            CHECK(rank0.try_sums(s0, t0, y, std::span<const distill::row_statistics>(combined), std::span(u0)).ok());
+            CHECK(rank1.try_sums(s1, t1, y, std::span<const distill::row_statistics>(combined), std::span(u1)).ok());
+            sums = {distill::merge_row_sums(u0[0], u1[0])};
+        }
+        matrix g0(1, 2), g1(1, 2);
+        distill::loss_value v0, v1;
+        CHECK(rank0.try_loss_and_grad(s0, t0, y, std::span<const distill::row_statistics>(combined),
+                                      std::span<const distill::row_sums>(sums), g0, v0).ok());
+        CHECK(rank1.try_loss(s1, t1, y, std::span<const distill::row_statistics>(combined),
+                             std::span<const distill::row_sums>(sums), v1).ok());
+        CHECK(v0.total == v1.total);
+        CHECK(near(v0.total, alpha == 0 ? std::log(3.0) : std::log(4.0 / 3.0) / 3));
+        // Half the records: refused with a status, not an exception.
+        distill::loss_value v;
+        const distill::status half = rank0.try_loss(s0, t0, y, std::span<const distill::row_statistics>(a),
+                                                    std::span<const distill::row_sums>(sums), v);
+        CHECK(half.code() == distill::errc::invalid_argument && contains(half, "cover 2 columns but the vocabulary has 4"));
+    }
+    std::int64_t n = -1;
+    CHECK(distill::try_counted_rows(labels{1, -100, 3}, {}, -100, n).ok() && n == 2);
+}
+
 }  // namespace
 
 int main() {
@@ -203,6 +252,7 @@ int main() {
     executors_reductions_and_per_row();
     errors_are_statuses();
     softmax_and_tensors();
+    sharded_statuses();
 #if defined(DISTILL_NO_SIMD)
     const char* kernels = "reference";
 #else

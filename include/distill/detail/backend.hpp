@@ -20,6 +20,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/fused_row.hpp"
+#include "simd/park_teacher.hpp"
 #include "simd/softmax_row.hpp"
 #endif
 
@@ -85,6 +86,11 @@ struct backend<no_simd> {
                                 T* grad) noexcept {
         return reference::fused_row(s, t, label, C, k, grad);
     }
+    // The reference gradient recomputes p: nothing to park.
+    static constexpr bool parks_teacher = false;
+    template <class T>
+    static void park_teacher(const T*, std::ptrdiff_t, const row_terms&, double, T*, std::ptrdiff_t, std::ptrdiff_t,
+                             double*) noexcept {}
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return reference::softmax_row(s, C, inv_t, log, out);
@@ -141,6 +147,14 @@ struct backend {
     static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                 T* grad) noexcept {
         return simd::fused_row<Arch>(s, t, label, C, k, grad);
+    }
+    // The gradient sweep reads the teacher's e_p from the gradient buffer: for a row whose sweep 1
+    // ran in another call, park_teacher puts it there, relative to the row's teacher max mt.
+    static constexpr bool parks_teacher = true;
+    template <class T>
+    static void park_teacher(const T* t, std::ptrdiff_t C, const row_terms& k, double mt, T* grad,
+                             std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
+        simd::park_teacher<Arch>(t, C, k, mt, grad, first, last, teacher_max_at);
     }
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {

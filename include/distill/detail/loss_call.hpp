@@ -46,7 +46,7 @@ struct loss_call {
 };
 
 // The option structs' divergence as the kernels know it. Generalised JSD at beta = 0 and 1 is
-// forward and reverse KL, as TRL defines its ends.
+// forward and reverse KL, as TRL defines its ends; the skews at 0 are the plain KLs.
 struct divergence_choice {
     divergence_kind kind = divergence_kind::forward_kl;
     divergence_params params;
@@ -64,12 +64,14 @@ inline divergence_choice choose(const divergence& d) noexcept {
                      : j.beta == 1 ? divergence_kind::reverse_kl
                                    : divergence_kind::jensen_shannon;
         }
+        // Skew 0 is exactly the plain KL (m = q, or m = p): computed as such, from the logits, rather
+        // than through a mixture of probabilities that can underflow to 0 where the KL is finite.
         void operator()(const skew_kl& s) const noexcept {
-            c.kind = divergence_kind::skew_kl;
+            c.kind = s.skew == 0 ? divergence_kind::forward_kl : divergence_kind::skew_kl;
             c.params.skew = s.skew;
         }
         void operator()(const skew_reverse_kl& s) const noexcept {
-            c.kind = divergence_kind::skew_reverse_kl;
+            c.kind = s.skew == 0 ? divergence_kind::reverse_kl : divergence_kind::skew_reverse_kl;
             c.params.skew = s.skew;
         }
         void operator()(const total_variation&) const noexcept { c.kind = divergence_kind::total_variation; }

@@ -90,18 +90,6 @@ inline row_normalizers normalizers(const row_stats& st) noexcept {
     return {st.ms, st.mt, std::log(st.zq), std::log(st.zp)};
 }
 
-// One element, normalised, in double.
-template <class T>
-element<double> element_at(const T* s, const T* t, std::ptrdiff_t c, const row_terms& k,
-                           const row_normalizers& n) noexcept {
-    element<double> e;
-    e.lq = (static_cast<double>(s[c]) - n.ms) * k.inv_temperature - n.log_zq;
-    e.lp = (teacher_logit(t, c, k) - n.mt) * k.teacher_inv_temperature - n.log_zp;
-    e.q = std::exp(e.lq);
-    e.p = std::exp(e.lp);
-    return e;
-}
-
 // Whether the row's softmaxes exist: a max of -inf means no logit above -inf, an all -inf row,
 // unless NaNs (which max skips) are there, and then the sums are NaN and the NaN goes on to the loss.
 inline bool student_defined(const row_stats& st) noexcept {
@@ -111,12 +99,46 @@ inline bool teacher_defined(const row_stats& st, const row_terms& k) noexcept {
     return !(k.soft && st.mt == -std::numeric_limits<double>::infinity() && !std::isnan(st.zp));
 }
 
-// The row's loss from its statistics and, for a normalise-first divergence, its sweep-2 sums.
-// `value` receives the divergence's row scalars for the gradient sweep.
-template <class Policy, class T>
-row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, bool statistics_first, const T* s,
-                    const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                    divergence_value& value) noexcept {
+// The label's own values, on the logit scale (the teacher's is log t for probabilities): what the
+// cross-entropy and a divergence defined around the target class read of the label's column. Kept
+// apart from the row so that a caller holding only some of the row's columns (a vocabulary shard)
+// can bring them from whichever rank holds the label.
+struct label_logits {
+    double student = 0, teacher = 0;
+};
+
+template <class T>
+label_logits label_logits_at(const T* s, const T* t, std::int64_t label, const row_terms& k,
+                             bool divergence_reads_label) noexcept {
+    label_logits y;
+    if (k.hard || divergence_reads_label) y.student = static_cast<double>(s[label]);
+    if (divergence_reads_label) y.teacher = teacher_logit(t, label, k);
+    return y;
+}
+
+// The label's element, normalised, in double (element_at of the label's column).
+inline element<double> label_element_of(const label_logits& y, const row_terms& k, const row_normalizers& n) noexcept {
+    element<double> e;
+    e.lq = (y.student - n.ms) * k.inv_temperature - n.log_zq;
+    e.lp = (y.teacher - n.mt) * k.teacher_inv_temperature - n.log_zp;
+    e.q = std::exp(e.lq);
+    e.p = std::exp(e.lp);
+    return e;
+}
+
+// One element, normalised, in double.
+template <class T>
+element<double> element_at(const T* s, const T* t, std::ptrdiff_t c, const row_terms& k,
+                           const row_normalizers& n) noexcept {
+    return label_element_of({static_cast<double>(s[c]), teacher_logit(t, c, k)}, k, n);
+}
+
+// The row's loss from its statistics, for a normalise-first divergence its sweep-2 sums, and the
+// label's values; `classes` is the row's number of classes (label smoothing's C). `value` receives
+// the divergence's row scalars for the gradient sweep.
+template <class Policy>
+row_result row_loss_from(const row_stats& st, const divergence_sums<double>& sums, bool statistics_first,
+                         const label_logits& y, double classes, const row_terms& k, divergence_value& value) noexcept {
     row_result out;
     out.student_defined = student_defined(st);
     out.teacher_defined = teacher_defined(st, k);
@@ -125,19 +147,30 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, bo
         if (statistics_first) {
             value.value = forward_kl_policy::value(st.acc, st.zq, st.zp);
         } else {
-            target_element y{};
-            if (Policy::excludes_label) y = element_at(s, t, label, k, normalizers(st));
-            value = Policy::finish(sums, k.params, y);
+            target_element e{};
+            if (Policy::excludes_label) e = label_element_of(y, k, normalizers(st));
+            value = Policy::finish(sums, k.params, e);
         }
         out.divergence = value.value;
     }
     if (k.hard) {
         // CE = -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c, log r = s - ms - log Z_r.
         const double eps = k.smoothing;
-        out.ce = -(1 - eps) * k.label_weight * (static_cast<double>(s[label]) - st.ms) -
-                 eps * st.sum_x / static_cast<double>(C) + k.hard_r_weight(C) * std::log(st.zr);
+        out.ce = -(1 - eps) * k.label_weight * (y.student - st.ms) - eps * st.sum_x / classes +
+                 k.hard_r_weight(classes) * std::log(st.zr);
     }
     return out;
+}
+
+// The same for a whole row of C columns held here.
+template <class Policy, class T>
+row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, bool statistics_first, const T* s,
+                    const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                    divergence_value& value) noexcept {
+    const bool reads_label = k.soft && !statistics_first && Policy::excludes_label && student_defined(st) &&
+                             teacher_defined(st, k);
+    return row_loss_from<Policy>(st, sums, statistics_first, label_logits_at(s, t, label, k, reads_label),
+                                 static_cast<double>(C), k, value);
 }
 
 }  // namespace distill::detail

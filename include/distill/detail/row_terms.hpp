@@ -52,14 +52,19 @@ struct row_terms {
                                      // may be parked in it, so sweep 1's e_p is recomputed later
     double soft_grad = 0;            // gradient coefficient of d D / d(s / T)
     double hard_grad = 0;            // gradient coefficient of d CE / ds = r - target
+    // The row's number of classes, which label smoothing spreads eps over, when the kernel is given
+    // only some of the row's columns (a vocabulary shard, sharded.hpp); 0: the C columns it is given
+    // are the whole row.
+    std::ptrdiff_t row_classes = 0;
+
+    double classes(std::ptrdiff_t C) const noexcept { return static_cast<double>(row_classes > 0 ? row_classes : C); }
 
     template <class T>
     const T* class_weights_as() const noexcept { return static_cast<const T*>(class_weights); }
     // The coefficient of r in the hard term's gradient: (1 - eps) w_y + eps W / C, which is 1
     // without class weights.
-    double hard_r_weight(std::ptrdiff_t C) const noexcept {
-        return class_weights ? (1 - smoothing) * label_weight + smoothing * class_weight_sum / static_cast<double>(C)
-                             : 1.0;
+    double hard_r_weight(double classes) const noexcept {
+        return class_weights ? (1 - smoothing) * label_weight + smoothing * class_weight_sum / classes : 1.0;
     }
 
     // The row's label is read by the kernel: for the hard term, and for a divergence defined

@@ -36,6 +36,50 @@ inline constexpr std::ptrdiff_t max_row_segments = 8;
 // Rows split into segments that run as separate work items: at most this many (max_pieces items).
 inline constexpr std::ptrdiff_t max_split_rows = max_pieces / 2;
 
+// The weights a row's terms are multiplied by.
+struct loss_weights {
+    double soft = 0, hard = 0;  // alpha T^2 (or alpha) and 1 - alpha
+    double reduction = 1;       // the reduction, as a factor on every row (of the soft term)
+    double hard_reduction = 1;  // the same for the hard term, whose mean divides by the targets' class weights
+};
+
+// The kernels' constants and the reduction's weights of a validated call whose counted rows weigh
+// weight_sum in all (their count without row weights) and hard_weight_sum with their targets' class
+// weights; which terms are active is the caller's (a term needs its inputs).
+template <class T>
+void plan_terms(const loss_config& o, bool soft, bool hard, double weight_sum, double hard_weight_sum, row_terms& k,
+                loss_weights& w) noexcept {
+    k.soft = soft;
+    k.hard = hard;
+    w.reduction = 1;
+    if (o.reduce == reduction::mean) w.reduction = weight_sum > 0 ? 1.0 / weight_sum : 0.0;
+    if (o.reduce == reduction::divide_by) w.reduction = 1.0 / o.normalizer;
+    w.hard_reduction = w.reduction;
+    if (o.reduce == reduction::mean && o.class_weights) w.hard_reduction = hard_weight_sum > 0 ? 1.0 / hard_weight_sum : 0.0;
+
+    // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
+    k.temperature = k.soft ? o.temperature : 1.0;
+    k.inv_temperature = 1.0 / k.temperature;
+    k.teacher_inv_temperature = o.teacher == teacher_input::logits ? k.inv_temperature : 1.0;
+    k.teacher_probabilities = o.teacher == teacher_input::probabilities;
+    k.integer_temperature = whole_temperature(k.temperature);
+    k.divergence = o.divergence;
+    k.params = o.params;
+    k.smoothing = k.hard ? o.label_smoothing : 0.0;
+    const double alpha = o.soft_term && o.hard_term ? o.alpha : 1.0;
+    w.soft = alpha * (o.scale_by_t_squared ? o.temperature * o.temperature : 1.0);
+    w.hard = o.soft_term && o.hard_term ? 1 - o.alpha : 1.0;
+    // d(T^2 D)/ds = T dD/dx and d D/ds = (dD/dx) / T, x = s / T (docs/math.md).
+    k.soft_grad = w.reduction * w.soft * k.inv_temperature;
+    k.hard_grad = w.hard_reduction * w.hard;
+    if (k.hard && o.class_weights) {
+        k.class_weights = o.class_weights;
+        k.class_weight_sum = 0;
+        for (std::ptrdiff_t j = 0; j < o.class_weight_count; ++j)
+            k.class_weight_sum += static_cast<double>(static_cast<const T*>(o.class_weights)[j]);
+    }
+}
+
 struct piece_result {
     double soft = 0, hard = 0;
     std::ptrdiff_t bad_row = -1;  // first row whose softmax is undefined (all -inf)
@@ -49,9 +93,7 @@ struct loss_plan {
     const loss_config* options;
     const loss_call<T, Label>* call;
     row_terms terms;
-    double soft_loss_weight = 0, hard_loss_weight = 0;  // alpha T^2 (or alpha) and 1 - alpha
-    double weight = 1;       // the reduction, as a factor on every row (of the soft term)
-    double hard_weight = 1;  // the same for the hard term, whose mean divides by the targets' class weights
+    loss_weights weights;                               // alpha, T^2 and the reduction
     std::int64_t counted = 0;                           // rows taking part
     double weight_sum = 0;                              // their weights' sum
     double hard_weight_sum = 0;                         // and times their targets' class weights
@@ -100,8 +142,8 @@ double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::pt
         return 0;
     }
     const double w = row_weight(*plan.call, i);
-    const double soft = plan.terms.soft ? w * (plan.soft_loss_weight * rr.divergence) : 0.0;
-    const double hard = plan.terms.hard ? w * (plan.hard_loss_weight * rr.ce) : 0.0;
+    const double soft = plan.terms.soft ? w * (plan.weights.soft * rr.divergence) : 0.0;
+    const double hard = plan.terms.hard ? w * (plan.weights.hard * rr.ce) : 0.0;
     r.soft += soft;
     r.hard += hard;
     return soft + hard;
@@ -293,7 +335,8 @@ template <class Isa, class T, class Label>
 status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<Isa, T, Label>& plan) noexcept {
     if (status s = check_options(o); !s) return s;
     if (status s = check_shapes(o, c); !s) return s;
-    if (status s = count_rows(o, c, plan.counted, plan.weight_sum, plan.hard_weight_sum); !s) return s;
+    if (status s = check_losses_output(o, c); !s) return s;
+    if (status s = count_rows(o, c, c.student.cols, plan.counted, plan.weight_sum, plan.hard_weight_sum); !s) return s;
     row_terms& k = plan.terms;
     k.soft = soft_active(o) && c.has_teacher;
     k.hard = hard_active(o) && !c.labels.empty();
@@ -305,35 +348,8 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
                 !s)
                 return s;
     }
-    double& weight = plan.weight;
-    if (o.reduce == reduction::mean) weight = plan.weight_sum > 0 ? 1.0 / plan.weight_sum : 0.0;
-    if (o.reduce == reduction::divide_by) weight = 1.0 / o.normalizer;
-    plan.hard_weight = weight;
-    if (o.reduce == reduction::mean && o.class_weights)
-        plan.hard_weight = plan.hard_weight_sum > 0 ? 1.0 / plan.hard_weight_sum : 0.0;
-
-    // Without a soft term the temperature plays no part: r = softmax(s) is then computed as q at T = 1.
-    k.temperature = k.soft ? o.temperature : 1.0;
-    k.inv_temperature = 1.0 / k.temperature;
-    k.teacher_inv_temperature = o.teacher == teacher_input::logits ? k.inv_temperature : 1.0;
-    k.teacher_probabilities = o.teacher == teacher_input::probabilities;
-    k.integer_temperature = whole_temperature(k.temperature);
+    plan_terms<T>(o, k.soft, k.hard, plan.weight_sum, plan.hard_weight_sum, k, plan.weights);
     k.grad_in_place = c.has_grad && c.grad.data == c.student.data && c.student.rows > 0;
-    k.divergence = o.divergence;
-    k.params = o.params;
-    k.smoothing = k.hard ? o.label_smoothing : 0.0;
-    const double alpha = o.soft_term && o.hard_term ? o.alpha : 1.0;
-    plan.soft_loss_weight = alpha * (o.scale_by_t_squared ? o.temperature * o.temperature : 1.0);
-    plan.hard_loss_weight = o.soft_term && o.hard_term ? 1 - o.alpha : 1.0;
-    // d(T^2 D)/ds = T dD/dx and d D/ds = (dD/dx) / T, x = s / T (docs/math.md).
-    k.soft_grad = weight * plan.soft_loss_weight * k.inv_temperature;
-    k.hard_grad = plan.hard_weight * plan.hard_loss_weight;
-    if (k.hard && o.class_weights) {
-        k.class_weights = o.class_weights;
-        k.class_weight_sum = 0;
-        for (std::ptrdiff_t j = 0; j < o.class_weight_count; ++j)
-            k.class_weight_sum += static_cast<double>(static_cast<const T*>(o.class_weights)[j]);
-    }
     plan.options = &o;
     plan.call = &c;
     plan.needs_sums = k.soft && !backend<Isa>::statistics_first(k);
@@ -362,8 +378,8 @@ status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexce
         soft_sum += r.soft;
         hard_sum += r.hard;
     }
-    out.soft = plan.weight * soft_sum;
-    out.hard = plan.hard_weight * hard_sum;
+    out.soft = plan.weights.reduction * soft_sum;
+    out.hard = plan.weights.hard_reduction * hard_sum;
     out.total = out.soft + out.hard;
     out.rows_counted = plan.counted;
     out.weight_sum = plan.weight_sum;

@@ -75,10 +75,11 @@ inline bool needs_labels(const loss_config& o) noexcept {
     return hard_active(o) || (soft_active(o) && o.divergence == divergence_kind::decoupled_kd);
 }
 
+// `whole_rows` false: the logits are a vocabulary shard (sharded.hpp), which may have 0 columns.
 template <class T, class Label>
-status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept {
+status check_shapes(const loss_config& o, const loss_call<T, Label>& c, bool whole_rows = true) noexcept {
     const auto N = c.student.rows, C = c.student.cols;
-    if (C == 0)
+    if (C == 0 && whole_rows)
         return status::error(errc::invalid_argument,
                              "%s: student logits have 0 classes (shape %td x 0); at least 1 class is needed",
                              o.loss_name, N);
@@ -137,9 +138,16 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c) noexcept
         return status::error(errc::invalid_argument,
                              "%s: per_row.losses has %zu entries but the logits have %td rows",
                              o.loss_name, c.rows.losses.size(), N);
-    if (o.reduce == reduction::none && c.rows.losses.empty() && N > 0)
+    return {};
+}
+
+// reduction::none returns the rows' losses, so the call needs somewhere to put them.
+template <class T, class Label>
+status check_losses_output(const loss_config& o, const loss_call<T, Label>& c) noexcept {
+    if (o.reduce == reduction::none && c.rows.losses.empty() && c.student.rows > 0)
         return status::error(errc::invalid_argument,
-                             "%s: reduction::none needs per_row.losses with one entry per row (%td)", o.loss_name, N);
+                             "%s: reduction::none needs per_row.losses with one entry per row (%td)", o.loss_name,
+                             c.student.rows);
     return {};
 }
 
@@ -158,8 +166,6 @@ double row_weight(const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
     return c.rows.weights.empty() ? 1.0 : static_cast<double>(c.rows.weights[static_cast<std::size_t>(i)]);
 }
 
-// Validates the labels and the row weights and counts the rows that take part (not ignore_index,
-// not masked out, weight not 0) and their weights.
 // The class weight of row i's label (1 without class weights or labels).
 template <class T, class Label>
 double label_class_weight(const loss_config& o, const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
@@ -167,12 +173,16 @@ double label_class_weight(const loss_config& o, const loss_call<T, Label>& c, st
     return static_cast<double>(static_cast<const T*>(o.class_weights)[c.labels[static_cast<std::size_t>(i)]]);
 }
 
-// hard_weight_sum: the counted rows' weights times their labels' class weights, the divisor of the
-// hard term's mean (PyTorch divides a class-weighted cross-entropy by the sum of the targets' weights).
+// Validates the labels and the row weights and counts the rows that take part (not ignore_index,
+// not masked out, weight not 0), their weights' sum and hard_weight_sum: the counted rows' weights
+// times their labels' class weights, the divisor of the hard term's mean (PyTorch divides a
+// class-weighted cross-entropy by the sum of the targets' weights). `classes` is the row's number
+// of classes: the logits' columns, or the vocabulary of a shard.
 template <class T, class Label>
-status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t& counted, double& weight_sum,
-                  double& hard_weight_sum) noexcept {
-    const auto N = c.student.rows, C = c.student.cols;
+status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t classes, std::int64_t& counted,
+                  double& weight_sum, double& hard_weight_sum) noexcept {
+    const auto N = c.student.rows;
+    const std::int64_t C = classes;
     counted = 0;
     weight_sum = 0;
     hard_weight_sum = 0;
@@ -189,9 +199,9 @@ status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64
             if (y == o.ignore_index) continue;
             if (y < 0 || y >= C)
                 return status::error(errc::out_of_range,
-                                     "%s: label %lld at row %td is out of range: classes are [0, %td) and "
+                                     "%s: label %lld at row %td is out of range: classes are [0, %lld) and "
                                      "ignore_index is %lld",
-                                     o.loss_name, static_cast<long long>(y), i, C,
+                                     o.loss_name, static_cast<long long>(y), i, static_cast<long long>(C),
                                      static_cast<long long>(o.ignore_index));
         }
         if (row_counts(c, o.ignore_index, i)) {

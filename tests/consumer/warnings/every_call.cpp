@@ -4,6 +4,7 @@
 // a user who builds with warnings as errors must get none from distill's headers.
 #include <cstdint>
 #include <cstdio>
+#include <span>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -88,6 +89,35 @@ int every_call() {
     check(ce.try_loss(s_ref, labels, v));
     v = kd.loss_and_grad(distill::sequential, s_ref, t_ref, labels, g_ref, rows);
     failures += p2.rows() == n ? 0 : 1;
+
+    // Across processes: a vocabulary of 2c classes over two "ranks" in this process, each holding c
+    // columns (the same logits, for brevity); and the batch's row count.
+    const distill::distillation_options shard_options{.temperature = 2.0, .alpha = 0.5,
+                                                      .divergence = distill::reverse_kl{}};
+    const distill::sharded_loss<T> left(shard_options, {.first_column = 0, .vocabulary = 2 * c});
+    const distill::sharded_loss<T> right(shard_options, {.first_column = c, .vocabulary = 2 * c});
+    const std::vector<std::int64_t> shard_labels = {1, 9, 6};
+    std::vector<distill::row_statistics> stats(n), gathered(2 * n);
+    std::vector<distill::row_sums> sums(n), right_sums(n);
+    left.statistics(student, teacher, shard_labels, std::span(gathered).first(n));
+    check(right.try_statistics(distill::sequential, student3, teacher3, shard_labels, std::span(gathered).subspan(n)));
+    check(distill::merge_gathered_statistics(gathered, stats));
+    stats[0] = distill::merge_row_statistics(gathered[0], gathered[n]);
+    const std::span<const distill::row_statistics> combined(stats);
+    if (left.needs_sums(combined)) {
+        left.sums(s_ref, t_ref, shard_labels, combined, std::span(sums));
+        check(right.try_sums(distill::sequential, student, teacher, shard_labels, combined, std::span(right_sums)));
+        for (Eigen::Index i = 0; i < n; ++i) sums[i] = distill::merge_row_sums(sums[i], right_sums[i]);
+    }
+    v = left.loss_and_grad(student, teacher, shard_labels, combined, std::span<const distill::row_sums>(sums), grad);
+    check(right.try_loss_and_grad(distill::sequential, student3, teacher3, shard_labels, combined,
+                                  std::span<const distill::row_sums>(sums), grad3, v, rows));
+    check(right.try_loss(s_ref, t_ref, shard_labels, combined, std::span<const distill::row_sums>(sums), v));
+    v = right.loss(student, teacher, shard_labels, combined, std::span<const distill::row_sums>(sums));
+    const distill::sharded_loss<T> whole(distill::divergence_options{.temperature = 2.0}, {.first_column = 0, .vocabulary = c});
+    whole.statistics(student, teacher, distill::no_labels, std::span(stats));
+    v = whole.loss_and_grad(distill::sequential, student, teacher, distill::no_labels, combined, {}, g_ref);
+    failures += distill::counted_rows(labels) == n && distill::counted_rows(n) == n ? 0 : 1;
 
     std::printf("%s: total %g, %g %g %g %g\n", distill::simd_architecture, v.total, double(p(0, 0)),
                 double(lp(0, 0)), double(p3(0, 0, 0)), double(lp3(0, 0, 0)));

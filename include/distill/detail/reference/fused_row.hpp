@@ -98,7 +98,7 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
     const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
     const row_normalizers n = normalizers(st);
     const double log_zr = k.hard ? std::log(st.zr) : 0.0;
-    const double r_weight = k.hard_r_weight(C);
+    const double r_weight = k.hard_r_weight(k.classes(C));
     for (std::ptrdiff_t c = c0; c < c1; ++c) {
         double g = 0;
         if (k.soft) {
@@ -113,7 +113,7 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
             // d/ds_c of -(1 - eps) w_y log r_y - (eps / C) sum_k w_k log r_k.
             const double r = std::exp(static_cast<double>(s[c]) - st.ms - log_zr);
             const double target =
-                (c == label ? (1 - k.smoothing) * k.label_weight : 0.0) + k.smoothing * class_weight<T>(k, c) / static_cast<double>(C);
+                (c == label ? (1 - k.smoothing) * k.label_weight : 0.0) + k.smoothing * class_weight<T>(k, c) / k.classes(C);
             g += k.hard_grad * (r_weight * r - target);
         }
         grad[c] = static_cast<T>(g);

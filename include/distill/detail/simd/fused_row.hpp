@@ -157,8 +157,8 @@ struct shaped_kernel {
         V coef_r, uniform;
         const T* class_weights;
         hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C) noexcept
-            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(C) / st.zr)),
-              uniform(static_cast<T>(k.hard_grad * k.smoothing / static_cast<double>(C))),
+            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(k.classes(C)) / st.zr)),
+              uniform(static_cast<T>(k.hard_grad * k.smoothing / k.classes(C))),
               class_weights(k.class_weights_as<T>()) {}
         DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k, std::ptrdiff_t i,
                                    std::ptrdiff_t n) const noexcept {
@@ -320,9 +320,9 @@ struct shaped_kernel {
                 if (label >= begin && label < end) {
                     double g = k.soft_grad * Policy::label_gradient(value);
                     if constexpr (Hard)
-                        g += k.hard_grad * (k.hard_r_weight(C) * (std::exp(s_label - st.ms) / st.zr) -
+                        g += k.hard_grad * (k.hard_r_weight(k.classes(C)) * (std::exp(s_label - st.ms) / st.zr) -
                                             (1 - k.smoothing) * k.label_weight -
-                                            k.smoothing * k.label_weight / static_cast<double>(C));
+                                            k.smoothing * k.label_weight / k.classes(C));
                     grad[label] = static_cast<T>(g);
                 }
             }
