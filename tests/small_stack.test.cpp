@@ -1,0 +1,72 @@
+// A loss call keeps its bookkeeping on the calling thread's stack (about 28 KiB, docs/api.md) and
+// allocates nothing: it must run on a thread whose whole stack is 64 KiB, as trainers' worker pools
+// sometimes give. Both ways of running long rows are exercised (segments as separate items for few
+// rows, in turn for many) and the results must equal the same call on the main thread bitwise.
+#include <catch2/catch.hpp>
+
+#include <pthread.h>
+
+#include <cstring>
+#include <vector>
+
+#include <distill/distill.hpp>
+
+#include "test_support.hpp"
+
+using distill_test::matrix;
+
+namespace {
+
+// Under AddressSanitizer every frame carries redzones (and the fake stack of use-after-return
+// detection), so the sanitizer build gets more room; the bound is checked by the plain builds.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr std::size_t stack_bytes = 1 << 20;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr std::size_t stack_bytes = 1 << 20;
+#else
+constexpr std::size_t stack_bytes = 64 << 10;
+#endif
+#else
+constexpr std::size_t stack_bytes = 64 << 10;
+#endif
+
+struct job {
+    const matrix<float>* s;
+    const matrix<float>* t;
+    const std::vector<std::int64_t>* y;
+    matrix<float>* g;
+    distill::loss_value v;
+    bool ok = false;
+};
+
+void* run(void* arg) {
+    auto* j = static_cast<job*>(arg);
+    const distill::distillation_loss<float> kd({.temperature = 2.0, .alpha = 0.6, .divergence = distill::jensen_shannon{}});
+    j->ok = kd.try_loss_and_grad(*j->s, *j->t, *j->y, *j->g, j->v).ok();
+    return nullptr;
+}
+
+}  // namespace
+
+TEST_CASE("a loss call runs on a thread with a 64 KiB stack", "[stack]") {
+    for (auto [N, C] : {std::pair<Eigen::Index, Eigen::Index>{3, 70001}, {80, 5000}}) {
+        const auto s = distill_test::random_logits<float>(N, C, 31);
+        const auto t = distill_test::random_logits<float>(N, C, 32);
+        const auto y = distill_test::random_labels(N, C, 33);
+        matrix<float> g(N, C), g_main(N, C);
+        job j{&s, &t, &y, &g};
+        pthread_attr_t attr;
+        REQUIRE(pthread_attr_init(&attr) == 0);
+        REQUIRE(pthread_attr_setstacksize(&attr, stack_bytes) == 0);
+        pthread_t thread;
+        REQUIRE(pthread_create(&thread, &attr, run, &j) == 0);
+        REQUIRE(pthread_join(thread, nullptr) == 0);
+        pthread_attr_destroy(&attr);
+        REQUIRE(j.ok);
+        const distill::distillation_loss<float> kd({.temperature = 2.0, .alpha = 0.6, .divergence = distill::jensen_shannon{}});
+        const auto v = kd.loss_and_grad(s, t, y, g_main);
+        CHECK(std::memcmp(&v.total, &j.v.total, sizeof(double)) == 0);
+        CHECK(std::memcmp(g.data(), g_main.data(), sizeof(float) * static_cast<std::size_t>(N * C)) == 0);
+    }
+}
