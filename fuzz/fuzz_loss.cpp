@@ -586,6 +586,7 @@ void check_valid_call(const input& x, const Loss& loss, const matrix<T>& s, cons
                 };
                 soft_inf = weighted_inf(-50);
                 may_be_nan = !soft_inf && weighted_inf(-inf);
+            }
             must_be_inf |= soft_inf;
         }
         const bool any_student_mask = !all_minus_inf(si, C) && [&] {

@@ -50,7 +50,7 @@ struct squared_hellinger_policy {
         sum[1] += root_p * root_q;
     }
     static detail::divergence_value finish(const detail::divergence_sums<double>& sum, const detail::divergence_params&,
-                                           const detail::label_element&) noexcept {
+                                           const detail::target_element&) noexcept {
         return {0.5 * sum[0], sum[1]};  // the value, and B for the gradient
     }
     template <class V>
