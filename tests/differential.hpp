@@ -221,7 +221,9 @@ void divergence_terms(const normalised_row& n, std::int64_t label, const distill
             const double log_P = std::abs(std::log(P)), log_Q = std::abs(std::log(Q));
             const double tckd = times(p[y], std::abs(lp[y]) + std::abs(lq[y]) + 2) + times(P, log_P + log_Q + 2);
             const double nckd = P > 0 ? A_scale / P + log_P + log_Q + 2 : 0.0;
-            loss = w.target_weight * tckd + w.non_target_weight * nckd;
+            // A part of weight 0 is left out (never 0 * inf), as the library does.
+            loss = (w.target_weight != 0 ? w.target_weight * tckd : 0.0) +
+                   (w.non_target_weight != 0 ? w.non_target_weight * nckd : 0.0);
             for (std::size_t c = 0; c < C; ++c)
                 grad[c] = c == y ? w.target_weight * (P + Q)
                                  : (Q > 0 ? q[c] * (w.target_weight * (Q + P) + w.non_target_weight) / Q : 0.0) +
