@@ -322,8 +322,8 @@ expected_error call_error(const input& x, const matrix<T>& s, const matrix<T>& t
                                 format("%s: element (%td, %td) is %s", what, i, j, std::isnan(m(i, j)) ? "NaN" : "+inf")};
                     if (probabilities && m(i, j) < 0)
                         return {distill::errc::invalid_argument,
-                                format("%s: element (%td, %td) is %g; probabilities must be >= 0", what, i, j,
-                                       static_cast<double>(m(i, j)))};
+                                format("%s: element (%td, %td) is %s; probabilities must be >= 0", what, i, j,
+                                       distill::detail::format_number(static_cast<double>(m(i, j))).c_str())};
                 }
         }
     }
