@@ -130,17 +130,17 @@ std::string recipe_text(const model_result& r) {
 
 std::string format_main_table(const std::vector<model_result>& results, std::int64_t test_rows) {
     std::ostringstream out;
-    out << pad("model", 20, true) << ' ' << pad("trained on", 42, true) << ' ' << pad("params", 7) << ' '
+    out << pad("model", 20, true) << ' ' << pad("trained on", 45, true) << ' ' << pad("params", 7) << ' '
         << pad("test acc (%)", 14) << ' ' << pad("errors", 6) << ' ' << pad("gain vs hard", 14) << "  "
         << pad("recipe (chosen on validation)", 29, true) << ' ' << pad("time/seed", 9) << '\n'
-        << std::string(150, '-') << '\n';
+        << std::string(153, '-') << '\n';
     for (const model_result& r : results) {
         if (r.group != "teacher" && r.group != "main") continue;
         std::string gain;
         if (const model_result* b = r.baseline.empty() ? nullptr : find(results, r.baseline))
             gain = mean_sd(gains(r, *b), "%+.2f ± %.2f");
         const double errors = (100.0 - mean(r.accuracy)) / 100.0 * static_cast<double>(test_rows);
-        out << pad(r.name, 20, true) << ' ' << pad(r.description, 42, true) << ' ' << pad(std::to_string(r.params), 7)
+        out << pad(r.name, 20, true) << ' ' << pad(r.description, 45, true) << ' ' << pad(std::to_string(r.params), 7)
             << ' ' << pad(mean_sd(r.accuracy), 14) << ' ' << pad(format("%.0f", errors), 6) << ' ' << pad(gain, 14)
             << "  " << pad(r.group == "teacher" ? "fixed (not searched)" : recipe_text(r), 29, true) << ' '
             << pad(r.seconds > 0 ? format("%.0f s", r.seconds) : "", 9) << '\n';
@@ -208,7 +208,7 @@ std::string format_omitted_table(const std::vector<model_result>& results, const
         const error_counts teacher = count_errors(teacher_test_logits, test_labels, o.omitted_class, 0.0);
         out << "Class " << o.omitted_class << " (" << cls << ") left out of the student's transfer set: test errors of "
             << test_labels.size() << " overall and of the " << o.omitted_rows << " " << cls
-            << " images, mean ± sd over " << soft.seeds.size() << " seeds\n"
+            << " images, mean ± sd over " << soft.seeds.size() << (soft.seeds.size() == 1 ? " seed\n" : " seeds\n")
             << pad("student", 44, true) << ' ' << pad("errors", 14) << ' ' << pad("on " + cls, 14) << ' '
             << pad("bias shift", 14) << '\n'
             << std::string(89, '-') << '\n';
