@@ -639,6 +639,8 @@ int main(int argc, char** argv) {
     app.add_option("-a,--alphas", opt.grids.hinton_alphas,
                    "Alphas (soft-term weights) of the Hinton search (one value fixes alpha)")
         ->check(CLI::Range(0.0, 1.0))->delimiter(',');
+    app.add_option("--dropouts", opt.grids.dropouts, "Student dropouts the search tries (one value fixes it)")
+        ->check(CLI::Range(0.0, 0.9))->delimiter(',');
     app.add_option("--seeds", opt.seeds, "Seeds per reported student (0, 1, ...)")->check(CLI::PositiveNumber);
     app.add_option("--labelled", opt.labelled, "Size of the labelled subset")->check(CLI::PositiveNumber);
     app.add_option("--omitted-classes", opt.omitted_classes,
@@ -674,7 +676,7 @@ int main(int argc, char** argv) {
         g.skews = {0.1, 0.5};
         g.dkd_weights = {{1, 1}, {1, 8}};
         g.omitted_class_temperatures = {2, 4};
-        g.dropouts = {0.0, 0.2};
+        if (app.count("--dropouts") == 0) g.dropouts = {0.0, 0.2};
     }
     try {
         return demo::run(opt);
