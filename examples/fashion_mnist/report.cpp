@@ -407,6 +407,7 @@ std::filesystem::path plot_heatmap(const std::filesystem::path& folder, const st
             temperatures.push_back(r.temperature);
         if (std::find(alphas.begin(), alphas.end(), r.alpha) == alphas.end()) alphas.push_back(r.alpha);
     }
+    if (temperatures.size() < 2 || alphas.size() < 2) return {};  // a fixed T or alpha: no map to draw
     const auto index_of = [](const std::vector<double>& v, double x) {
         return static_cast<int>(std::find(v.begin(), v.end(), x) - v.begin());
     };
