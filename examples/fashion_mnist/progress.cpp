@@ -17,9 +17,10 @@ std::string format_duration(double seconds) {
 
 bool progress_bar::stdout_is_terminal() { return isatty(STDOUT_FILENO) == 1; }
 
-progress_bar::progress_bar(std::string phase, int runs, std::int64_t steps_per_run)
-    : phase_(std::move(phase)), steps_done_(static_cast<std::size_t>(runs), 0),
-      steps_total_(runs * steps_per_run), terminal_(stdout_is_terminal()) {}
+progress_bar::progress_bar(std::string phase, int runs, std::int64_t steps_per_run, std::string accuracy_label)
+    : phase_(std::move(phase)), accuracy_label_(std::move(accuracy_label)),
+      steps_done_(static_cast<std::size_t>(runs), 0), steps_total_(runs * steps_per_run),
+      terminal_(stdout_is_terminal()) {}
 
 progress_bar::~progress_bar() { finish(); }
 
@@ -47,18 +48,18 @@ void progress_bar::draw(const epoch_summary& s, bool final) {
     const double done = static_cast<double>(std::accumulate(steps_done_.begin(), steps_done_.end(), std::int64_t{0}));
     const double fraction = steps_total_ > 0 ? std::min(1.0, done / static_cast<double>(steps_total_)) : 1.0;
 
-    // Before the first epoch ends there is no test accuracy yet.
-    char accuracy[16] = "--";
-    if (s.epoch_finished || s.epoch > 1) std::snprintf(accuracy, sizeof accuracy, "%.2f%%", s.test_accuracy);
+    // Before the first epoch ends there is no accuracy yet, and runs that are not monitored have none.
+    char accuracy[48] = "";
+    if (s.accuracy >= 0) std::snprintf(accuracy, sizeof accuracy, "  %s %.2f%%", accuracy_label_.c_str(), s.accuracy);
     char stats[160];
     const int runs = static_cast<int>(steps_done_.size());
     const std::string runs_text = runs > 1 ? "  runs " + std::to_string(runs_finished_) + "/" + std::to_string(runs) : "";
     if (final) {
-        std::snprintf(stats, sizeof stats, "%s  loss %.3f  test acc %s  took %s", runs_text.c_str(),
+        std::snprintf(stats, sizeof stats, "%s  loss %.3f%s  took %s", runs_text.c_str(),
                       s.train_loss, accuracy, format_duration(elapsed).c_str());
     } else {
         const double left = fraction > 0 ? elapsed * (1.0 - fraction) / fraction : 0.0;
-        std::snprintf(stats, sizeof stats, "%s  epoch %d/%d  loss %.3f  test acc %s  %s left", runs_text.c_str(),
+        std::snprintf(stats, sizeof stats, "%s  epoch %d/%d  loss %.3f%s  %s left", runs_text.c_str(),
                       s.epoch, s.epochs, s.train_loss, accuracy, format_duration(left).c_str());
     }
 

@@ -16,7 +16,8 @@ namespace demo {
 class progress_bar {
 public:
     // `runs` trainings of `steps_per_run` steps each make up the phase (they may run concurrently).
-    progress_bar(std::string phase, int runs, std::int64_t steps_per_run);
+    // `accuracy_label` names what the accuracy shown was measured on ("test acc", "val acc").
+    progress_bar(std::string phase, int runs, std::int64_t steps_per_run, std::string accuracy_label = "test acc");
     ~progress_bar();
     progress_bar(const progress_bar&) = delete;
     progress_bar& operator=(const progress_bar&) = delete;
@@ -32,6 +33,7 @@ private:
     void draw(const epoch_summary& last, bool final);
 
     std::string phase_;
+    std::string accuracy_label_;
     std::vector<std::int64_t> steps_done_;
     std::int64_t steps_total_;
     std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();

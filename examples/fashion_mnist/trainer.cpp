@@ -56,7 +56,7 @@ double accuracy(const matrix& logits, std::span<const std::int64_t> labels) {
 }
 
 std::vector<double> train(mlp& net, const objective& loss, const schedule& plan, const training_rows& data,
-                          const labelled_images& test, random_source rng, const progress_callback& report) {
+                          const labelled_images* monitor, random_source rng, const progress_callback& report) {
     if (data.rows.empty()) throw std::invalid_argument("train: no training rows");
     if (loss.kind() != objective_kind::hard_labels && data.teacher_logits == nullptr)
         throw std::invalid_argument("train: a distillation objective needs the teacher's logits");
@@ -104,13 +104,13 @@ std::vector<double> train(mlp& net, const objective& loss, const schedule& plan,
             if (report && s % 64 == 63)
                 report({.epoch = epoch, .epochs = plan.epochs, .step = step + 1, .total_steps = steps,
                         .train_loss = loss_sum / static_cast<double>(s + 1),
-                        .test_accuracy = accuracy_per_epoch.empty() ? 0.0 : accuracy_per_epoch.back()});
+                        .accuracy = accuracy_per_epoch.empty() ? -1.0 : accuracy_per_epoch.back()});
         }
-        accuracy_per_epoch.push_back(accuracy(net.predict(test.x), test.labels));
+        if (monitor != nullptr) accuracy_per_epoch.push_back(accuracy(net.predict(monitor->x), monitor->labels));
         if (report)
             report({.epoch = epoch, .epochs = plan.epochs, .epoch_finished = true, .step = step, .total_steps = steps,
                     .train_loss = loss_sum / static_cast<double>(steps_per_epoch),
-                    .test_accuracy = accuracy_per_epoch.back()});
+                    .accuracy = accuracy_per_epoch.empty() ? -1.0 : accuracy_per_epoch.back()});
     }
     return accuracy_per_epoch;
 }

@@ -1,5 +1,5 @@
 // The training loop: minibatches, the objective, backward, AdamW, a cosine learning-rate schedule,
-// and a test-set evaluation after every epoch.
+// and, when asked, an evaluation after every epoch (the accuracy curves of the plot).
 #pragma once
 
 #include "dataset.hpp"
@@ -48,15 +48,16 @@ struct epoch_summary {
     std::int64_t step = 0;     // steps done so far, out of total_steps
     std::int64_t total_steps = 0;
     double train_loss = 0;     // mean over the epoch's batches
-    double test_accuracy = 0;  // percent
+    double accuracy = -1;      // percent on the monitored images after the last finished epoch; -1: none yet
 };
 
 // Called after every epoch and every 64 steps; may be called from several training threads at once.
 using progress_callback = std::function<void(const epoch_summary&)>;
 
-// Trains `net` and returns the test accuracy (percent) after each epoch.
+// Trains `net`. With `monitor`, returns its accuracy (percent) after each epoch; without, an empty
+// curve and no evaluation cost (the tuning runs need only their final validation accuracy).
 std::vector<double> train(mlp& net, const objective& loss, const schedule& plan, const training_rows& data,
-                          const labelled_images& test, random_source rng, const progress_callback& report);
+                          const labelled_images* monitor, random_source rng, const progress_callback& report);
 
 // Percent of rows whose largest logit is the label.
 double accuracy(const matrix& logits, std::span<const std::int64_t> labels);
