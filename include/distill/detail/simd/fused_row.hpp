@@ -101,7 +101,7 @@ struct shaped_kernel {
                 if constexpr (Soft) vmt = xsimd::max(vmt, teacher_at(t + i, n, probabilities));
             });
             rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
-            if (grad) teacher_max_at[b] = st.mt;
+            if (teacher_max_at) teacher_max_at[b] = st.mt;
 
             const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
@@ -275,9 +275,12 @@ struct shaped_kernel {
         const bool probabilities = k.teacher_probabilities;
         divergence_sums<double> total{};
         for_each_block<Policy>(C, label, first, last, [&](std::ptrdiff_t begin, std::ptrdiff_t end, std::ptrdiff_t b) {
-            // `parked` is the gradient buffer (null for loss()): sweep 1 left e_p there, or recomputes it.
-            const parked_teacher teacher(parked, t, k, st, parked ? teacher_max_at[b] : 0.0, 1 / st.zp);
-            const parked_teacher* source = parked ? &teacher : nullptr;
+            // Sweep 1's e_p, read back from the gradient buffer where it was parked, or recomputed by
+            // sweep 1's own operations when there is none (loss(), in place), so that loss() and
+            // loss_and_grad() give the same bits. Without sweep 1's block maxima (a vocabulary shard,
+            // whose statistics were merged across ranks) p takes its own exponential.
+            const parked_teacher teacher(parked, t, k, st, teacher_max_at ? teacher_max_at[b] : 0.0, 1 / st.zp);
+            const parked_teacher* source = teacher_max_at ? &teacher : nullptr;
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 divergence_sums<V> part{V(T(0)), V(T(0)), V(T(0))};
                 for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
