@@ -239,6 +239,7 @@ TEST_CASE("matrix_ref errors name the argument", "[plain_buffer][errors]") {
                   kd.loss_and_grad(sr, tr, y, distill::matrix_ref<float>{s.data() + 1, 1, C});
               }) == "distillation_loss: gradient buffer is 1 x 3 but student logits are 2 x 3; they must match");
         CHECK(message_of([&] { kd.loss_and_grad(sr, tr, y, distill::matrix_ref<float>{s.data() + 1, N, C}); }) ==
-              "distillation_loss: the gradient buffer overlaps the student logits; it must be a separate buffer");
+              "distillation_loss: the gradient buffer overlaps the student logits; it must be a separate buffer or "
+                                                                                "the student logits themselves");
     }
 }
