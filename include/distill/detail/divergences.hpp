@@ -273,17 +273,17 @@ struct decoupled_kd_policy {
     static divergence_value finish(const divergence_sums<double>& sum, const divergence_params& k,
                                    const target_element& y) noexcept {
         const double Q = sum[0], P = sum[1], A = sum[2];
-        const double nckd = P > 0 ? A / P - std::log(P) + std::log(Q) : 0.0;
-        const double tckd = (y.p != 0 ? y.p * (y.lp - y.lq) : 0.0) + (P > 0 ? P * (std::log(P) - std::log(Q)) : 0.0);
+        const double nckd = P == 0 ? 0.0 : A / P - std::log(P) + std::log(Q);  // `== 0`: NaN propagates
+        const double tckd = (y.p != 0 ? y.p * (y.lp - y.lq) : 0.0) + (P == 0 ? 0.0 : P * (std::log(P) - std::log(Q)));
         divergence_value r;
         // A weight of 0 leaves its term out (0 * inf would be NaN where the other part is +inf).
         r.value = (k.target_weight != 0 ? k.target_weight * tckd : 0.0) +
                   (k.non_target_weight != 0 ? k.non_target_weight * nckd : 0.0);
         // NCKD is taken as 0 when the teacher leaves no mass outside the target (P = 0), and so is
         // its share of the gradient.
-        const double non_target = P > 0 ? k.non_target_weight : 0.0;
-        r.a = Q > 0 ? (k.target_weight * (Q - P) + non_target) / Q : 0.0;  // coefficient of q
-        r.b = P > 0 ? k.non_target_weight / P : 0.0;                                // coefficient of p
+        const double non_target = P == 0 ? 0.0 : k.non_target_weight;
+        r.a = Q == 0 ? 0.0 : (k.target_weight * (Q - P) + non_target) / Q;  // coefficient of q
+        r.b = P == 0 ? 0.0 : k.non_target_weight / P;                                // coefficient of p
         r.c = k.target_weight * (P - Q);                                            // the label's gradient
         return r;
     }
