@@ -90,6 +90,17 @@ inline bool whole_count(double columns, std::ptrdiff_t& out) noexcept {
 // commutative to the bit.
 inline double canonical_max(double m) noexcept { return m == 0 ? 0.0 : m; }
 
+// The record's statistics fields from a stretch's row_stats (the inverse of stats_of).
+inline void put_stats(row_statistics& r, const row_stats& st) noexcept {
+    r.student_max = canonical_max(st.ms);
+    r.teacher_max = canonical_max(st.mt);
+    r.z_q = st.zq;
+    r.z_r = st.zr;
+    r.z_p = st.zp;
+    r.kl_accumulator = st.acc;
+    r.smoothing_sum = st.sum_x;
+}
+
 inline row_stats stats_of(const row_statistics& r, std::ptrdiff_t columns) noexcept {
     row_stats st;
     st.ms = canonical_max(r.student_max);
@@ -131,13 +142,7 @@ inline row_statistics merge_row_statistics(const row_statistics& a, const row_st
     k.teacher_inv_temperature = a.teacher_inv_temperature;
     const detail::row_stats st = detail::merge(detail::stats_of(a, columns_a), detail::stats_of(b, columns_b), k);
     row_statistics out;
-    out.student_max = st.ms;
-    out.teacher_max = st.mt;
-    out.z_q = st.zq;
-    out.z_r = st.zr;
-    out.z_p = st.zp;
-    out.kl_accumulator = st.acc;
-    out.smoothing_sum = st.sum_x;
+    detail::put_stats(out, st);
     // Stretches that do not hold the label hold 0 there, and x + 0 = x exactly.
     out.student_at_label = a.student_at_label + b.student_at_label;
     out.teacher_at_label = a.teacher_at_label + b.teacher_at_label;

@@ -162,13 +162,7 @@ template <class Isa, class T, class Label>
         const row_stats st = C > 0 ? backend<Isa>::statistics(plan.student_row(i), plan.teacher_row(i), C, k,
                                                               static_cast<T*>(nullptr), 0, plan.blocks, unused)
                                    : row_stats{};
-        r.student_max = canonical_max(st.ms);
-        r.teacher_max = canonical_max(st.mt);
-        r.z_q = st.zq;
-        r.z_r = st.zr;
-        r.z_p = st.zp;
-        r.kl_accumulator = st.acc;
-        r.smoothing_sum = st.sum_x;
+        put_stats(r, st);
         r.columns = static_cast<double>(C);
         if (const std::int64_t y = plan.local_label(i); y >= 0) {
             r.label_columns = 1;
