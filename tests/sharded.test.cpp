@@ -597,6 +597,11 @@ TEST_CASE("a call that does not fit its shard or vocabulary is refused before an
     CHECK(divergence_only.try_statistics(s, t, distill::no_labels, std::span(stats)).ok());
     CHECK_THROWS_WITH((distill::sharded_loss<float>(distill::distillation_options{.temperature = 0}, {0, 300})),
                       Catch::Contains("temperature must be in"));
+    // Weights are refused, not dropped: a sharded loss that ignored them would differ from one process.
+    distill::distillation_options weighted{};
+    weighted.class_weights.assign(300, 1.0);
+    CHECK_THAT(message(distill::sharded_loss<float>(weighted, {.first_column = 0, .vocabulary = 300}), y, stats),
+               Catch::Contains("sharded_loss takes no row weights and no class weights yet"));
 }
 
 TEMPLATE_TEST_CASE("data-parallel: shards of the batch dividing by the global count add up to the whole batch's mean",

@@ -15,4 +15,5 @@
 #include "simd_level.hpp"
 #include "softmax.hpp"
 #include "status.hpp"
+#include "top_k_distillation_loss.hpp"
 #include "version.hpp"

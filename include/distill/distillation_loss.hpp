@@ -37,6 +37,38 @@ struct distillation_options {
     std::vector<double> class_weights = {};
 };
 
+namespace detail {
+
+// The loss_config of distillation_options, for every functor built from them; `class_weights` are
+// the options' class weights in the functor's scalar type (the kernels read them so).
+template <class Scalar>
+loss_config distillation_config(const distillation_options& o, const char* loss_name,
+                                const std::vector<Scalar>& class_weights) noexcept {
+    loss_config c;
+    c.loss_name = loss_name;
+    c.soft_term = true;
+    c.hard_term = true;
+    const divergence_choice d = choose(o.divergence);
+    c.divergence = d.kind;
+    c.params = d.params;
+    c.temperature = o.temperature;
+    c.alpha = o.alpha;
+    c.scale_by_t_squared = o.scale_by_t_squared;
+    c.teacher = o.teacher;
+    c.label_smoothing = o.label_smoothing;
+    if (!class_weights.empty()) {
+        c.class_weights = class_weights.data();
+        c.class_weight_count = static_cast<std::ptrdiff_t>(class_weights.size());
+    }
+    c.ignore_index = o.ignore_index;
+    c.reduce = o.reduce;
+    c.normalizer = o.normalizer;
+    c.check_finite = o.check_finite;
+    return c;
+}
+
+}  // namespace detail
+
 // Calls: loss(student, teacher, labels[, rows]) and loss_and_grad(student, teacher, labels, grad
 // [, rows]), each optionally with an executor first, and their non-throwing try_ twins
 // (detail/loss_functor.hpp).
@@ -59,27 +91,7 @@ private:
         return detail::evaluate<Scalar, Isa>(exec, config(), student, teacher, labels, grad, rows, out);
     }
     detail::loss_config config() const noexcept {
-        detail::loss_config c;
-        c.loss_name = "distillation_loss";
-        c.soft_term = true;
-        c.hard_term = true;
-        const detail::divergence_choice d = detail::choose(options_.divergence);
-        c.divergence = d.kind;
-        c.params = d.params;
-        c.temperature = options_.temperature;
-        c.alpha = options_.alpha;
-        c.scale_by_t_squared = options_.scale_by_t_squared;
-        c.teacher = options_.teacher;
-        c.label_smoothing = options_.label_smoothing;
-        if (!options_.class_weights.empty()) {
-            c.class_weights = class_weights_.data();
-            c.class_weight_count = static_cast<std::ptrdiff_t>(class_weights_.size());
-        }
-        c.ignore_index = options_.ignore_index;
-        c.reduce = options_.reduce;
-        c.normalizer = options_.normalizer;
-        c.check_finite = options_.check_finite;
-        return c;
+        return detail::distillation_config(options_, "distillation_loss", class_weights_);
     }
 
     distillation_options options_{};

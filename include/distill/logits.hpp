@@ -51,6 +51,10 @@ struct matrix_ref {
     std::ptrdiff_t row_stride = cols;  // elements between the starts of consecutive rows
 };
 
+// The labels of a call without a cross-entropy term: a loss built from divergence_options, or
+// pure distillation (alpha = 1) against a teacher with no labels.
+inline constexpr std::span<const std::int64_t> no_labels{};
+
 template <class T>
 matrix_ref(T*, std::ptrdiff_t, std::ptrdiff_t) -> matrix_ref<T>;
 template <class T>

@@ -11,9 +11,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "divergences.hpp"
 #include "reference/fused_row.hpp"
+#include "reference/top_k_row.hpp"
 #include "row_statistics.hpp"
 #include "row_terms.hpp"
 #if !defined(DISTILL_NO_SIMD)
@@ -22,6 +24,7 @@
 #include "simd/fused_row.hpp"
 #include "simd/park_teacher.hpp"
 #include "simd/softmax_row.hpp"
+#include "simd/top_k_row.hpp"
 #endif
 
 namespace distill::detail {
@@ -95,6 +98,23 @@ struct backend<no_simd> {
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return reference::softmax_row(s, C, inv_t, log, out);
     }
+
+    // The top-k teacher's row (detail/top_k_row.hpp).
+    template <class T>
+    static double row_max(const T* s, std::ptrdiff_t C) noexcept {
+        return reference::row_max(s, C);
+    }
+    template <class T>
+    static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
+                                         double ms, const row_terms& k) noexcept {
+        return reference::top_k_sums(s, C, entries, ms, k);
+    }
+    template <class T, class SoftAt>
+    static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
+                               double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
+                               SoftAt&& soft_at, T* grad) noexcept {
+        reference::top_k_gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, grad);
+    }
 };
 
 #if !defined(DISTILL_NO_SIMD)
@@ -159,6 +179,25 @@ struct backend {
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return simd::softmax_row<Arch>(s, C, inv_t, log, out);
+    }
+
+    // The top-k teacher's row (detail/top_k_row.hpp).
+    template <class T>
+    static double row_max(const T* s, std::ptrdiff_t C) noexcept {
+        return simd::row_max<Arch>(s, C);
+    }
+    template <class T>
+    static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
+                                         double ms, const row_terms& k) noexcept {
+        return simd::with_top_k_kernel<Arch, T>(k, [&]<class Kernel>() { return Kernel::sums(s, C, entries, ms, k); });
+    }
+    template <class T, class SoftAt>
+    static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
+                               double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
+                               SoftAt&& soft_at, T* grad) noexcept {
+        simd::with_top_k_kernel<Arch, T>(k, [&]<class Kernel>() {
+            Kernel::gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, grad);
+        });
     }
 };
 #endif

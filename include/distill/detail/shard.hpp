@@ -94,12 +94,12 @@ status make_shard_plan(const loss_config& o, const vocabulary_shard& shard, cons
         return status::error(errc::invalid_argument,
                              "%s: built from divergence_options, which take no labels; pass distill::no_labels",
                              o.loss_name);
-    if (status s = check_shapes(o, c, false); !s) return s;
     if (!c.rows.weights.empty() || o.class_weights)
         return status::error(errc::invalid_argument,
                              "%s: sharded_loss takes no row weights and no class weights yet; use a mask, or the "
                              "one-process loss",
                              o.loss_name);
+    if (status s = check_shapes(o, c, false); !s) return s;
     double weight_sum = 0, hard_weight_sum = 0;
     if (status s = count_rows(o, c, shard.vocabulary, plan.counted, weight_sum, hard_weight_sum); !s) return s;
     row_terms& k = plan.terms;

@@ -119,6 +119,17 @@ int every_call() {
     v = whole.loss_and_grad(distill::sequential, student, teacher, distill::no_labels, combined, {}, g_ref);
     failures += distill::counted_rows(labels) == n && distill::counted_rows(n) == n ? 0 : 1;
 
+    // A teacher kept as its top k classes per row (here 2, one row padded with -1).
+    Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> top_indices(n, 2);
+    matrix<T> top_values(n, 2);
+    for (Eigen::Index i = 0; i < n; ++i) top_indices(i, 0) = i, top_indices(i, 1) = i + 1 < n ? i + 1 : -1;
+    top_values.setConstant(T(-1.5));
+    const distill::top_k_distillation_loss<T> topk({.temperature = 2.0, .alpha = 0.5,
+                                                    .teacher = distill::teacher_input::log_probabilities});
+    v = topk.loss_and_grad(student, distill::top_k(top_indices, top_values), labels, grad);
+    v = topk.loss(distill::sequential, s_ref, distill::top_k(top_indices, top_values), labels, rows);
+    check(topk.try_loss_and_grad(student, distill::top_k(top_indices, top_values), labels, grad, v));
+
     std::printf("%s: total %g, %g %g %g %g\n", distill::simd_architecture, v.total, double(p(0, 0)),
                 double(lp(0, 0)), double(p3(0, 0, 0)), double(lp3(0, 0, 0)));
     return failures;
