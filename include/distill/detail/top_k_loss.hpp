@@ -214,6 +214,7 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
                 if (status s = check_top_k_row(o, tk, c, i, entries); !s) return s;
     }
     plan_terms<T>(o, k.soft, k.hard, plan.weight_sum, plan.hard_weight_sum, k, plan.weights);
+    k.grad_in_place = d.has_grad && d.grad.data == d.student.data && d.student.rows > 0;
     plan.options = &o;
     plan.call = &c;
     plan.top = tk;
