@@ -59,7 +59,14 @@ inline status check_top_k_options(const loss_config& o, const top_k_terms& tk) n
 template <class T, class I, class Label>
 status check_top_k_shapes(const loss_config& o, const top_k_call<T, I, Label>& c) noexcept {
     const auto N = c.dense.student.rows, C = c.dense.student.cols;
-    if (c.indices.rows != N || c.values.rows != N || c.values.cols != c.indices.cols)
+    // Tensors keep their leading dimensions: [2, 3, k] indices do not fit a [3, 2, V] student.
+    const auto same_leading = [&](const auto& v) {
+        const view_shape& a = v.shape;
+        const view_shape& b = c.dense.student.shape;
+        return a.rank == 0 || b.rank == 0 || (a.rank == b.rank && (a.rank < 3 || (a.extents[0] == b.extents[0])));
+    };
+    if (c.indices.rows != N || c.values.rows != N || c.values.cols != c.indices.cols || !same_leading(c.indices) ||
+        !same_leading(c.values))
         return status::error(errc::invalid_argument,
                              "%s: teacher indices are %s and values %s; both must be %td x k (the student's rows)",
                              o.loss_name, format_shape(c.indices).c_str(), format_shape(c.values).c_str(), N);
