@@ -25,6 +25,7 @@ import torch
 
 __all__ = [
     "kd_loss",
+    "top_k_kd_loss",
     "divergence_loss",
     "cross_entropy",
     "softmax",
@@ -172,6 +173,67 @@ def kd_loss(
         teacher_input,
         bool(scale_by_t_squared),
         bool(check_finite),
+    )
+    return _result(parts, return_parts)
+
+
+def top_k_kd_loss(
+    student,
+    indices,
+    values,
+    labels=None,
+    temperature=1.0,
+    alpha=1.0,
+    mode="tail_bucket",
+    divergence="forward_kl",
+    beta=None,
+    skew=None,
+    reduction="mean",
+    normalizer=None,
+    ignore_index=-100,
+    label_smoothing=0.0,
+    teacher_input="log_probabilities",
+    padding_index=-1,
+    mass_tolerance=1e-4,
+    scale_by_t_squared=True,
+    mask=None,
+    check_finite=False,
+    return_parts=False,
+):
+    """kd_loss against a teacher kept as its top k classes per row.
+
+    indices (int64 or int32) and values (the student's dtype) are [..., k], with the student's leading
+    shape; an index equal to padding_index is no class (a row with fewer than k). mode='tail_bucket'
+    (values: the teacher's log-probabilities or probabilities over the whole vocabulary) compares the
+    two distributions on the k classes plus one tail category holding the rest of each one's mass;
+    mode='renormalize' renormalises the teacher over its k classes (the tail's teacher mass is 0).
+    Log-probabilities and probabilities are the teacher's soft targets as given (T applies to the
+    student and to logits). Every divergence of kd_loss but decoupled_kd; reverse_kl needs tail_bucket.
+    labels=None is pure distillation (alpha must be 1). The gradient covers the student's whole row.
+    """
+    beta, skew, _, _ = _divergence_args("top_k_kd_loss", divergence, beta, skew)
+    reduction, normalizer = _reduction_args("top_k_kd_loss", reduction, normalizer)
+    parts = _ops.top_k_kd_loss(
+        student,
+        indices,
+        values,
+        labels,
+        mask,
+        float(temperature),
+        float(alpha),
+        divergence,
+        beta,
+        skew,
+        reduction,
+        normalizer,
+        int(ignore_index),
+        float(label_smoothing),
+        teacher_input,
+        bool(scale_by_t_squared),
+        bool(check_finite),
+        mode,
+        int(padding_index),
+        float(mass_tolerance),
     )
     return _result(parts, return_parts)
 

@@ -1,5 +1,5 @@
-// PyTorch operators over distill's kernels: torch.ops.distill.kd_loss, divergence_loss, cross_entropy,
-// softmax and log_softmax. The losses are <distill/torch.hpp>'s autograd functions, so each operator
+// PyTorch operators over distill's kernels: torch.ops.distill.kd_loss, top_k_kd_loss, divergence_loss,
+// cross_entropy, softmax and log_softmax. The losses are <distill/torch.hpp>'s autograd functions, so each operator
 // returns (loss, soft, hard) with the student's gradient already wired into autograd; this file only
 // turns the Python package's strings into the option structs. Built and loaded by python/distill
 // (torch.utils.cpp_extension, no pybind11 module: the operators live in the dispatcher).
@@ -87,6 +87,36 @@ loss_triple kd_loss(const at::Tensor& student, const at::Tensor& teacher, const 
         .teacher = parse_teacher_input("kd_loss", teacher_input)};
     return as_triple(distill::autograd::distillation_loss(student, teacher, defined_or_empty(labels), options,
                                                           defined_or_empty(row_mask)));
+}
+
+distill::top_k_mode parse_top_k_mode(const std::string& name) {
+    if (name == "tail_bucket") return distill::top_k_mode::tail_bucket;
+    if (name == "renormalize") return distill::top_k_mode::renormalize;
+    C10_THROW_ERROR(ValueError, "top_k_kd_loss: mode must be 'tail_bucket' or 'renormalize', got '" + name + "'");
+}
+
+loss_triple top_k_kd_loss(const at::Tensor& student, const at::Tensor& indices, const at::Tensor& values,
+                          const c10::optional<at::Tensor>& labels, const c10::optional<at::Tensor>& row_mask,
+                          double temperature, double alpha, const std::string& divergence, double beta, double skew,
+                          const std::string& reduction, double normalizer, std::int64_t ignore_index,
+                          double label_smoothing, const std::string& teacher_input, bool scale_by_t_squared,
+                          bool check_finite, const std::string& mode, std::int64_t padding_index,
+                          double mass_tolerance) {
+    const distill::distillation_options options{
+        .temperature = temperature,
+        .alpha = alpha,
+        .scale_by_t_squared = scale_by_t_squared,
+        .label_smoothing = label_smoothing,
+        .ignore_index = ignore_index,
+        .reduce = parse_reduction("top_k_kd_loss", reduction),
+        .normalizer = normalizer,
+        .check_finite = check_finite,
+        .divergence = parse_divergence("top_k_kd_loss", divergence, beta, skew, 1.0, 8.0),
+        .teacher = parse_teacher_input("top_k_kd_loss", teacher_input)};
+    const distill::top_k_options top{
+        .mode = parse_top_k_mode(mode), .padding_index = padding_index, .mass_tolerance = mass_tolerance};
+    return as_triple(distill::autograd::top_k_distillation_loss(student, indices, values, defined_or_empty(labels),
+                                                                options, top, defined_or_empty(row_mask)));
 }
 
 loss_triple divergence_loss(const at::Tensor& student, const at::Tensor& teacher,
@@ -428,6 +458,11 @@ TORCH_LIBRARY(distill, m) {
           "float beta, float skew, str reduction, float normalizer, str teacher_input, bool scale_by_t_squared, "
           "bool check_finite) -> (Tensor loss, Tensor soft, Tensor hard)",
           &divergence_loss);
+    m.def("top_k_kd_loss(Tensor student, Tensor indices, Tensor values, Tensor? labels, Tensor? row_mask, "
+          "float temperature, float alpha, str divergence, float beta, float skew, str reduction, float normalizer, "
+          "int ignore_index, float label_smoothing, str teacher_input, bool scale_by_t_squared, bool check_finite, "
+          "str mode, int padding_index, float mass_tolerance) -> (Tensor loss, Tensor soft, Tensor hard)",
+          &top_k_kd_loss);
     m.def("cross_entropy(Tensor student, Tensor labels, Tensor? row_mask, str reduction, float normalizer, "
           "int ignore_index, float label_smoothing, bool check_finite) -> (Tensor loss, Tensor soft, Tensor hard)",
           &cross_entropy);
