@@ -68,23 +68,35 @@ distill::divergence parse_divergence(const char* op, const std::string& name, do
                                     name + "'");
 }
 
+// kd_loss's options (also top_k_kd_loss's and the sharded operators'), with `op` naming the operator in messages.
+distill::distillation_options distillation_options_of(const char* op, double temperature, double alpha,
+                                                      const std::string& divergence, double beta, double skew,
+                                                      double target_weight, double non_target_weight,
+                                                      const std::string& reduction, double normalizer,
+                                                      std::int64_t ignore_index, double label_smoothing,
+                                                      const std::string& teacher_input, bool scale_by_t_squared,
+                                                      bool check_finite) {
+    return {.temperature = temperature,
+            .alpha = alpha,
+            .scale_by_t_squared = scale_by_t_squared,
+            .label_smoothing = label_smoothing,
+            .ignore_index = ignore_index,
+            .reduce = parse_reduction(op, reduction),
+            .normalizer = normalizer,
+            .check_finite = check_finite,
+            .divergence = parse_divergence(op, divergence, beta, skew, target_weight, non_target_weight),
+            .teacher = parse_teacher_input(op, teacher_input)};
+}
+
 loss_triple kd_loss(const at::Tensor& student, const at::Tensor& teacher, const c10::optional<at::Tensor>& labels,
                     const c10::optional<at::Tensor>& row_mask, double temperature, double alpha,
                     const std::string& divergence, double beta, double skew, double target_weight,
                     double non_target_weight, const std::string& reduction, double normalizer,
                     std::int64_t ignore_index, double label_smoothing, const std::string& teacher_input,
                     bool scale_by_t_squared, bool check_finite) {
-    const distill::distillation_options options{
-        .temperature = temperature,
-        .alpha = alpha,
-        .scale_by_t_squared = scale_by_t_squared,
-        .label_smoothing = label_smoothing,
-        .ignore_index = ignore_index,
-        .reduce = parse_reduction("kd_loss", reduction),
-        .normalizer = normalizer,
-        .check_finite = check_finite,
-        .divergence = parse_divergence("kd_loss", divergence, beta, skew, target_weight, non_target_weight),
-        .teacher = parse_teacher_input("kd_loss", teacher_input)};
+    const distill::distillation_options options = distillation_options_of(
+        "kd_loss", temperature, alpha, divergence, beta, skew, target_weight, non_target_weight, reduction, normalizer,
+        ignore_index, label_smoothing, teacher_input, scale_by_t_squared, check_finite);
     return as_triple(distill::autograd::distillation_loss(student, teacher, defined_or_empty(labels), options,
                                                           defined_or_empty(row_mask)));
 }
@@ -102,17 +114,9 @@ loss_triple top_k_kd_loss(const at::Tensor& student, const at::Tensor& indices, 
                           double label_smoothing, const std::string& teacher_input, bool scale_by_t_squared,
                           bool check_finite, const std::string& mode, std::int64_t padding_index,
                           double mass_tolerance) {
-    const distill::distillation_options options{
-        .temperature = temperature,
-        .alpha = alpha,
-        .scale_by_t_squared = scale_by_t_squared,
-        .label_smoothing = label_smoothing,
-        .ignore_index = ignore_index,
-        .reduce = parse_reduction("top_k_kd_loss", reduction),
-        .normalizer = normalizer,
-        .check_finite = check_finite,
-        .divergence = parse_divergence("top_k_kd_loss", divergence, beta, skew, 1.0, 8.0),
-        .teacher = parse_teacher_input("top_k_kd_loss", teacher_input)};
+    const distill::distillation_options options =
+        distillation_options_of("top_k_kd_loss", temperature, alpha, divergence, beta, skew, 1.0, 8.0, reduction,
+                                normalizer, ignore_index, label_smoothing, teacher_input, scale_by_t_squared, check_finite);
     const distill::top_k_options top{
         .mode = parse_top_k_mode(mode), .padding_index = padding_index, .mass_tolerance = mass_tolerance};
     return as_triple(distill::autograd::top_k_distillation_loss(student, indices, values, defined_or_empty(labels),
@@ -231,17 +235,9 @@ shard_spec shard_spec_of(DISTILL_SHARD_PARAMETERS) {
     spec.shard = {.first_column = first_column, .vocabulary = vocabulary};
     spec.labelled = labelled;
     if (labelled)
-        spec.options = distill::distillation_options{
-            .temperature = temperature,
-            .alpha = alpha,
-            .scale_by_t_squared = scale_by_t_squared,
-            .label_smoothing = label_smoothing,
-            .ignore_index = ignore_index,
-            .reduce = parse_reduction("sharded_loss", reduction),
-            .normalizer = normalizer,
-            .check_finite = check_finite,
-            .divergence = parse_divergence("sharded_loss", divergence, beta, skew, target_weight, non_target_weight),
-            .teacher = parse_teacher_input("sharded_loss", teacher_input)};
+        spec.options = distillation_options_of("sharded_loss", temperature, alpha, divergence, beta, skew,
+                                               target_weight, non_target_weight, reduction, normalizer, ignore_index,
+                                               label_smoothing, teacher_input, scale_by_t_squared, check_finite);
     else
         spec.options = distill::divergence_options{
             .divergence = parse_divergence("sharded_loss", divergence, beta, skew, 1.0, 8.0),

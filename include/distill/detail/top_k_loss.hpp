@@ -230,28 +230,19 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
         exec(std::ptrdiff_t{0}, plan.piece_count,
              [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept { run_top_k_pieces(plan, first, last); });
 
-    double soft_sum = 0, hard_sum = 0;
-    for (std::ptrdiff_t p = 0; p < plan.piece_count; ++p) {
-        const piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
-        if (r.bad_row >= 0)
-            return r.bad_teacher
-                       ? status::error(errc::invalid_argument,
-                                       "%s: row %td of the teacher's top-k has no mass (every entry padding, -inf or 0), "
-                                       "so top_k_mode::renormalize has no distribution to renormalise",
-                                       o.loss_name, r.bad_row)
-                       : status::error(errc::invalid_argument,
-                                       "%s: row %td of the student logits is entirely -inf (every class masked), so its "
-                                       "softmax is undefined",
-                                       o.loss_name, r.bad_row);
-        soft_sum += r.soft;
-        hard_sum += r.hard;
-    }
-    out.soft = plan.weights.reduction * soft_sum;
-    out.hard = plan.weights.hard_reduction * hard_sum;
-    out.total = out.soft + out.hard;
-    out.rows_counted = plan.counted;
-    out.weight_sum = plan.weight_sum;
-    return {};
+    return add_pieces(std::span(plan.pieces).first(static_cast<std::size_t>(plan.piece_count)), plan.weights,
+                      plan.counted, plan.weight_sum, out, [&](const piece_result& r) {
+                          return r.bad_teacher
+                                     ? status::error(errc::invalid_argument,
+                                                     "%s: row %td of the teacher's top-k has no mass (every entry "
+                                                     "padding, -inf or 0), so top_k_mode::renormalize has no "
+                                                     "distribution to renormalise",
+                                                     o.loss_name, r.bad_row)
+                                     : status::error(errc::invalid_argument,
+                                                     "%s: row %td of the student logits is entirely -inf (every class "
+                                                     "masked), so its softmax is undefined",
+                                                     o.loss_name, r.bad_row);
+                      });
 }
 
 }  // namespace distill::detail
