@@ -26,7 +26,9 @@
 
 namespace distill_bench {
 
-enum class loss_kind { distillation, kl, softmax, log_softmax, divergence };
+// top_k: top_k_distillation_loss (forward KL, tail_bucket, alpha = 1) against the teacher's top k
+// log-probabilities at T, compared with the dense distillation loss on the same student ("dense").
+enum class loss_kind { distillation, kl, softmax, log_softmax, divergence, top_k };
 
 // The divergences of the family, one case each (loss_kind::divergence): every one through
 // distill::divergence_loss, except decoupled KD, which needs labels and runs through
@@ -48,6 +50,7 @@ struct case_spec {
     double temperature;
     double alpha = 0.5; // distillation only
     divergence_case divergence = divergence_case::forward_kl; // loss_kind::divergence only
+    std::ptrdiff_t top_k = 0;                                 // loss_kind::top_k only: k
 };
 
 inline const char* kind_name(loss_kind k) {
@@ -57,6 +60,7 @@ inline const char* kind_name(loss_kind k) {
     case loss_kind::softmax: return "softmax";
     case loss_kind::log_softmax: return "log_softmax";
     case loss_kind::divergence: return "divergence";
+    case loss_kind::top_k: return "top_k";
     }
     return "?";
 }
@@ -87,6 +91,7 @@ inline int exps_per_element(loss_kind k) {
     case loss_kind::softmax: return 1;
     case loss_kind::log_softmax: return 1;
     case loss_kind::divergence: return 2;
+    case loss_kind::top_k: return 1; // the student's q only: the teacher's k values cost nothing per element
     }
     return 1;
 }
@@ -118,10 +123,12 @@ inline transcendentals kernel_transcendentals(divergence_case d) {
 
 // Bytes each element must move through memory at least: read s and t, write the gradient
 // (losses), or read s and write the probabilities (softmax, log_softmax). Labels (one per row) are ignored.
+// A top-k teacher's k pairs a row are ignored too: the top-k case reads s and writes the gradient.
 inline bool is_softmax(loss_kind k) { return k == loss_kind::softmax || k == loss_kind::log_softmax; }
+inline bool reads_teacher_rows(loss_kind k) { return !is_softmax(k) && k != loss_kind::top_k; }
 inline std::int64_t bytes_per_element(const case_spec& c) {
     const std::int64_t word = c.is_double ? 8 : 4;
-    return (is_softmax(c.kind) ? 2 : 3) * word;
+    return (reads_teacher_rows(c.kind) ? 3 : 2) * word;
 }
 
 std::string format_temperature(double t);
@@ -129,6 +136,8 @@ std::string format_temperature(double t);
 // The case part of a benchmark name: "<kind> T=<T>", or the divergence's name for the family.
 inline std::string case_name(const case_spec& c) {
     if (c.kind == loss_kind::divergence) return divergence_name(c.divergence);
+    if (c.kind == loss_kind::top_k)
+        return "top_k k=" + std::to_string(c.top_k) + " T=" + format_temperature(c.temperature);
     return std::string(kind_name(c.kind)) + " T=" + format_temperature(c.temperature);
 }
 
@@ -150,12 +159,21 @@ struct inputs {
     matrix<Scalar> teacher;
     std::vector<std::int64_t> labels;
     matrix<Scalar> out; // gradient or probabilities, touched
+    // The teacher's top k log-probabilities at top_temperature (top_k cases), made on first use.
+    Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> top_indices;
+    matrix<Scalar> top_values;
+    double top_temperature = 0;
 };
 
 // Only the most recent shape stays alive (cases are run shape by shape), so the suite never holds
 // more than one shape's buffers per scalar type.
 template <class Scalar>
 inputs<Scalar>& inputs_for(std::ptrdiff_t rows, std::ptrdiff_t cols);
+
+// Fills in.top_indices / top_values with each row's k largest log_softmax(teacher / T), unless
+// they already are.
+template <class Scalar>
+void ensure_top_k(inputs<Scalar>& in, std::ptrdiff_t k, double temperature);
 
 // Weighted checksum of an output: sum_ij out_ij * s_ij in double. Printed as a counter so the report
 // can check that every implementation computed the same thing.

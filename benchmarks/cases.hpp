@@ -33,6 +33,10 @@ inline std::vector<case_spec> all_cases() {
                 cases.push_back({loss_kind::divergence, s.rows, s.cols, false, 2.0, 1.0, d});
         }
     }
+    // A top-k teacher on the language-model shapes: the student's row alone sets the floor.
+    for (const shape s : {shape{512, 128256}, shape{4096, 32000}})
+        for (const std::ptrdiff_t k : {20, 100})
+            cases.push_back({loss_kind::top_k, s.rows, s.cols, false, 1.0, 1.0, divergence_case::forward_kl, k});
     cases.push_back({loss_kind::distillation, 512, 32000, true, 4.0});
     cases.push_back({loss_kind::kl, 512, 32000, true, 4.0});
     cases.push_back({loss_kind::softmax, 512, 32000, true, 1.0});

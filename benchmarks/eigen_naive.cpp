@@ -98,7 +98,8 @@ double call(const case_spec& c, inputs<Scalar>& in) {
     case loss_kind::kl: return kl(in.student, in.teacher, in.out, temperature);
     case loss_kind::softmax: softmax(in.student, in.out, temperature); return 0;
     case loss_kind::log_softmax: log_softmax_into(in.student, in.out, temperature); return 0;
-    case loss_kind::divergence: break; // not registered (register_eigen_naive)
+    case loss_kind::divergence:
+    case loss_kind::top_k: break; // not registered (register_eigen_naive)
     }
     return 0;
 }
@@ -112,8 +113,9 @@ void eigen_naive(benchmark::State& state, case_spec c) {
 } // namespace
 
 void register_eigen_naive(const case_spec& c) {
-    // The divergence cases' C++ peer is libtorch autograd (torch_peer.cpp), as their users write it.
-    if (c.kind == loss_kind::divergence) return;
+    // The divergence and top-k cases' C++ peer is libtorch autograd (torch_peer.cpp), as their users
+    // write it.
+    if (c.kind == loss_kind::divergence || c.kind == loss_kind::top_k) return;
     register_for_type(benchmark_name(c, "eigen_naive", 1), c, [c](benchmark::State& s, auto tag) {
         eigen_naive<typename decltype(tag)::type>(s, c);
     });

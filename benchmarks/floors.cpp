@@ -186,7 +186,7 @@ void memory_floor(benchmark::State& state, case_spec c, int threads) {
     const omp_executor exec{threads};
     const std::ptrdiff_t n = c.rows * c.cols;
     for (auto _ : state) {
-        if (is_softmax(c.kind))
+        if (!reads_teacher_rows(c.kind))
             exec(0, n, [&](std::ptrdiff_t b, std::ptrdiff_t e) { scale_stream(s, g, Scalar(0.5), b, e); });
         else
             exec(0, n, [&](std::ptrdiff_t b, std::ptrdiff_t e) { add_streams(s, t, g, b, e); });

@@ -2,6 +2,9 @@
 // deterministic, every buffer written before any timed loop.
 #include "bench_common.hpp"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <sstream>
 
 namespace distill_bench {
@@ -52,7 +55,32 @@ inputs<Scalar>& inputs_for(std::ptrdiff_t rows, std::ptrdiff_t cols) {
     return cached;
 }
 
+template <class Scalar>
+void ensure_top_k(inputs<Scalar>& in, std::ptrdiff_t k, double temperature) {
+    if (in.top_values.cols() == k && in.top_values.rows() == in.teacher.rows() && in.top_temperature == temperature) return;
+    const std::ptrdiff_t rows = in.teacher.rows(), cols = in.teacher.cols();
+    in.top_indices.resize(rows, k);
+    in.top_values.resize(rows, k);
+    in.top_temperature = temperature;
+    std::vector<std::int64_t> order(static_cast<std::size_t>(cols));
+    for (std::ptrdiff_t i = 0; i < rows; ++i) {
+        double m = -1e300, z = 0;
+        for (std::ptrdiff_t j = 0; j < cols; ++j) m = std::max(m, static_cast<double>(in.teacher(i, j)) / temperature);
+        for (std::ptrdiff_t j = 0; j < cols; ++j) z += std::exp(static_cast<double>(in.teacher(i, j)) / temperature - m);
+        std::iota(order.begin(), order.end(), std::int64_t{0});
+        std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                          [&](std::int64_t a, std::int64_t b) { return in.teacher(i, a) > in.teacher(i, b); });
+        for (std::ptrdiff_t j = 0; j < k; ++j) {
+            const std::int64_t c = order[static_cast<std::size_t>(j)];
+            in.top_indices(i, j) = c;
+            in.top_values(i, j) = static_cast<Scalar>(static_cast<double>(in.teacher(i, c)) / temperature - m - std::log(z));
+        }
+    }
+}
+
 template inputs<float>& inputs_for<float>(std::ptrdiff_t, std::ptrdiff_t);
+template void ensure_top_k<float>(inputs<float>&, std::ptrdiff_t, double);
+template void ensure_top_k<double>(inputs<double>&, std::ptrdiff_t, double);
 template inputs<double>& inputs_for<double>(std::ptrdiff_t, std::ptrdiff_t);
 
 } // namespace distill_bench

@@ -23,7 +23,8 @@ struct reference_callers {
             return ref::softmax(in.student.data(), in.out.data(), c.rows, c.cols, c.temperature);
         case loss_kind::log_softmax:
             return ref::log_softmax(in.student.data(), in.out.data(), c.rows, c.cols, c.temperature);
-        case loss_kind::divergence: break; // not registered (register_reference)
+        case loss_kind::divergence:
+        case loss_kind::top_k: break; // not registered (register_reference)
         }
         return 0;
     }
@@ -35,6 +36,15 @@ void ours(benchmark::State& state, case_spec c, int threads) {
     const omp_executor exec{threads};
     const omp_executor* e = threads > 1 ? &exec : nullptr;
     run_timed(state, c, in, [&] { return callers<Scalar>::call(c, in, e); });
+}
+
+// The top-k case's comparison: the dense distillation loss (alpha = 1) on the same student, with the
+// teacher's whole logits: what the top-k path saves a trainer that could keep them.
+template <class Scalar>
+void dense(benchmark::State& state, case_spec c) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const distill::distillation_loss<Scalar> loss({.temperature = c.temperature, .alpha = 1.0});
+    run_timed(state, c, in, [&] { return loss.loss_and_grad(in.student, in.teacher, distill::no_labels, in.out).total; });
 }
 
 template <class Scalar>
@@ -61,6 +71,12 @@ void register_ours(const case_spec& c, int threads) {
 }
 
 void register_reference(const case_spec& c) {
+    if (c.kind == loss_kind::top_k) {  // its second column: the dense path
+        register_for_type(benchmark_name(c, "dense", 1), c, [c](benchmark::State& s, auto tag) {
+            dense<typename decltype(tag)::type>(s, c);
+        });
+        return;
+    }
     // The divergence cases compare with their floors and libtorch only: the reference library
     // exports the original cases' calls.
     if (c.kind == loss_kind::divergence) return;

@@ -73,6 +73,14 @@ struct callers {
             }
             distill::softmax(in.student, in.out, c.temperature);
             return 0;
+        case loss_kind::top_k: {
+            ensure_top_k(in, c.top_k, c.temperature);
+            const distill::top_k_distillation_loss<Scalar> loss(
+                {.temperature = c.temperature, .alpha = 1.0, .teacher = distill::teacher_input::log_probabilities});
+            const auto teacher = distill::top_k(in.top_indices, in.top_values);
+            if (exec) return loss.loss_and_grad(*exec, in.student, teacher, distill::no_labels, in.out).total;
+            return loss.loss_and_grad(in.student, teacher, distill::no_labels, in.out).total;
+        }
         case loss_kind::log_softmax:
             if (exec)
                 distill::log_softmax(*exec, in.student, in.out, c.temperature);

@@ -165,6 +165,23 @@ void torch_autograd(benchmark::State& state, case_spec c) {
             s.mutable_grad().reset();
             return loss.item<double>();
         }
+        case loss_kind::top_k: {
+            // The gather-based composite of a top-k teacher with a tail bucket (as in verl's and
+            // MaxText's offline distillation): KL over the k classes and the rest.
+            ensure_top_k(in, c.top_k, T);
+            const torch::Tensor idx = torch::from_blob(in.top_indices.data(), {c.rows, c.top_k}, torch::kLong);
+            const torch::Tensor lp = view(in.top_values);
+            const auto lq = torch::log_softmax(s / T, 1).gather(1, idx);
+            const auto p = lp.exp();
+            const auto p_tail = (1 - p.sum(1)).clamp_min(0);
+            const auto log_q_tail = torch::log1p(-lq.exp().sum(1));
+            const auto kl = (p * (lp - lq)).sum(1) + torch::xlogy(p_tail, p_tail) - p_tail * log_q_tail;
+            auto loss = kl.mean() * (T * T);
+            loss.backward();
+            result = s.grad();
+            s.mutable_grad().reset();
+            return loss.item<double>();
+        }
         case loss_kind::softmax:
             result = T == 1 ? torch::softmax(s, 1) : torch::softmax(s / T, 1);
             return 0;
@@ -265,7 +282,8 @@ void torch_fused(benchmark::State& state, case_spec c) {
                 at::_log_softmax_out(g, zs, 1, false);
             }
             return 0;
-        case loss_kind::divergence: break; // not registered (register_torch)
+        case loss_kind::divergence:
+        case loss_kind::top_k: break; // not registered (register_torch)
         }
         return 0;
     };
@@ -289,7 +307,7 @@ void register_torch(const case_spec& c) {
     });
     // The divergence family's peer is the composite its users write (autograd); hand-fused torch
     // versions of seven divergences would measure our rewriting, not what is used.
-    if (c.kind == loss_kind::divergence) return;
+    if (c.kind == loss_kind::divergence || c.kind == loss_kind::top_k) return;
     register_for_type(benchmark_name(c, "torch_fused", 1), c, [c](benchmark::State& s, auto tag) {
         torch_fused<typename decltype(tag)::type>(s, c);
     });
