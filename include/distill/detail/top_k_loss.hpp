@@ -91,6 +91,7 @@ status check_top_k_row(const loss_config& o, const top_k_terms& tk, const top_k_
     const T* val = c.values.row(i);
     const std::ptrdiff_t k = c.indices.cols;
     const std::int64_t C = c.dense.student.cols;
+    const double max_log_probability = std::log1p(tk.mass_tolerance);
     for (std::ptrdiff_t j = 0; j < k; ++j) {
         const auto column = static_cast<std::int64_t>(idx[j]);
         if (column == tk.padding_index) continue;
@@ -106,7 +107,7 @@ status check_top_k_row(const loss_config& o, const top_k_terms& tk, const top_k_
         const char* rule = nullptr;
         if (o.teacher == teacher_input::logits && v == std::numeric_limits<double>::infinity())
             rule = "logits must be finite or -inf";
-        else if (o.teacher == teacher_input::log_probabilities && v > std::log1p(tk.mass_tolerance))
+        else if (o.teacher == teacher_input::log_probabilities && v > max_log_probability)
             rule = "log-probabilities must be <= 0";
         else if (o.teacher == teacher_input::probabilities && !(v >= 0 && v <= 1 + tk.mass_tolerance))
             rule = "probabilities must be in [0, 1]";
@@ -235,8 +236,8 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
                           return r.bad_teacher
                                      ? status::error(errc::invalid_argument,
                                                      "%s: row %td of the teacher's top-k has no mass (every entry "
-                                                     "padding, -inf or 0), so top_k_mode::renormalize has no "
-                                                     "distribution to renormalise",
+                                                     "padding, -inf or 0), so there is no distribution to renormalise "
+                                                     "(top_k_mode::renormalize, or k classes that are the whole row)",
                                                      o.loss_name, r.bad_row)
                                      : status::error(errc::invalid_argument,
                                                      "%s: row %td of the student logits is entirely -inf (every class "

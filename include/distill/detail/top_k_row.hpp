@@ -13,6 +13,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -27,6 +28,8 @@ namespace distill::detail {
 
 // The most teacher classes a row may have: the sorted copy of a row's classes lives on the stack.
 inline constexpr std::ptrdiff_t max_top_k = 1024;
+// The most classes whose elements (lq, lp, q, p) a row keeps from its loss for its gradient (8 KiB).
+inline constexpr std::size_t cached_elements = 256;
 
 // How the teacher's mass outside its k classes is treated.
 enum class tail_treatment : unsigned char { renormalize, bucket };
@@ -78,8 +81,12 @@ struct top_k_student_sums {
     double sum_x = 0;   // sum of w_c (s_c - ms) over the row (label smoothing)
 };
 
-// The teacher's distribution over the row's k + 1 categories: log p_c = value_logit(c) * inv_t - log_z.
+// The teacher's distribution over the row's k + 1 categories:
+// log p_c = (value_logit(c) - shift) * inv_t - log_z. The shift comes off before the scale, as the
+// dense kernels take (t - max t) / T: the row's largest value then has exactly 0 however large the
+// values are, where (v * inv_t) - shift would keep the product's rounding (an FMA keeps all of it).
 struct top_k_teacher_row {
+    double shift = 0;
     double log_z = 0;
     double p_tail = 0;
     double lp_tail = -std::numeric_limits<double>::infinity();
@@ -102,19 +109,23 @@ template <class T>
 top_k_teacher_row teacher_row(const T* values, std::span<const top_k_entry> entries, std::ptrdiff_t C,
                               const row_terms& k, const top_k_terms& tk) noexcept {
     top_k_teacher_row r;
-    double max_y = -std::numeric_limits<double>::infinity();
-    for (const top_k_entry& e : entries) max_y = sticky_max(max_y, value_logit(values, e.slot, k) * k.teacher_inv_temperature);
-    const double shift = shift_of(max_y);
+    double max_v = -std::numeric_limits<double>::infinity();
+    for (const top_k_entry& e : entries) max_v = sticky_max(max_v, value_logit(values, e.slot, k));
+    const double shift = shift_of(max_v);
     double z = 0;
-    for (const top_k_entry& e : entries) z += std::exp(value_logit(values, e.slot, k) * k.teacher_inv_temperature - shift);
+    for (const top_k_entry& e : entries) z += std::exp((value_logit(values, e.slot, k) - shift) * k.teacher_inv_temperature);
     if (tk.tail == tail_treatment::renormalize || static_cast<std::ptrdiff_t>(entries.size()) == C) {
-        r.defined = !(max_y == -std::numeric_limits<double>::infinity() && !std::isnan(z));
-        r.log_z = shift + std::log(z);
+        r.defined = !(max_v == -std::numeric_limits<double>::infinity() && !std::isnan(z));
+        r.shift = shift;
+        r.log_z = std::log(z);
         return r;
     }
-    const double mass = z * std::exp(shift);  // the values are log-probabilities: no shift is needed
+    // The values are the teacher's log-probabilities (T does not apply to them): kept as they are
+    // (shift and log_z 0) unless their mass is above 1.
+    const double mass = z * std::exp(shift);
     if (mass > 1) {
-        r.log_z = std::log(mass);
+        r.shift = shift;
+        r.log_z = std::log(z);
     } else {
         r.p_tail = 1 - mass;
         r.lp_tail = std::log(r.p_tail);
@@ -159,7 +170,7 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
         const auto element_of = [&](const top_k_entry& e, double s_c) {
             element<double> x;
             x.lq = (s_c - ms) * k.inv_temperature - log_zq;
-            x.lp = value_logit(values, e.slot, k) * k.teacher_inv_temperature - teacher.log_z;
+            x.lp = (value_logit(values, e.slot, k) - teacher.shift) * k.teacher_inv_temperature - teacher.log_z;
             x.q = std::exp(x.lq);
             x.p = std::exp(x.lp);
             return x;
@@ -170,7 +181,15 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
         tail.lp = teacher.lp_tail;
         tail.p = teacher.p_tail;
         divergence_sums<double> d{};
-        for (const top_k_entry& e : entries) Policy::accumulate(element_of(e, static_cast<double>(s[e.column])), k.params, d);
+        // The k elements, kept for the gradient sweep when they fit (it would otherwise take each one's
+        // two exponentials again).
+        std::array<element<double>, cached_elements> cache;
+        const bool cached = grad && entries.size() <= cache.size();
+        for (std::size_t j = 0; j < entries.size(); ++j) {
+            const element<double> x = element_of(entries[j], static_cast<double>(s[entries[j].column]));
+            if (cached) cache[j] = x;
+            Policy::accumulate(x, k.params, d);
+        }
         if (tail.p > 0 || tail.q > 0) Policy::accumulate(tail, k.params, d);  // an empty tail adds nothing
         const divergence_value value = Policy::finish(d, k.params, target_element{});
         out.divergence = value.value;
@@ -181,7 +200,10 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
             sums.z_tail > 0 ? k.soft_grad * Policy::gradient(tail, value, k.params) / sums.z_tail : 0.0;
         Kernels::template top_k_gradient<T>(
             s, C, entries, ms, tail_coefficient, sums.zr, label, k,
-            [&](const top_k_entry& e, double s_c) { return k.soft_grad * Policy::gradient(element_of(e, s_c), value, k.params); },
+            [&](const top_k_entry& e, double s_c) {
+                const element<double> x = cached ? cache[static_cast<std::size_t>(&e - entries.data())] : element_of(e, s_c);
+                return k.soft_grad * Policy::gradient(x, value, k.params);
+            },
             park != nullptr, grad);
     });
     return out;
