@@ -32,6 +32,13 @@
 //   then N label codes, N mask bytes (bit 6), an edit count and the edits: a kind byte, a u16
 //   position and a value code or raw float/double bits (kinds in apply_edit). Teacher
 //   probabilities are generated as exp(t - max t) of the generated logits, before the edits.
+//   Top-k block (family byte bit 6, losses 0 and 1 only): top_k_distillation_loss with the teacher
+//   as its top k classes. Its header follows the divergence's parameters (read_top_k: mode,
+//   padding index, 32-bit indices, mass_tolerance, k up to 1,100); after the dense edits, the
+//   teacher's k largest classes per row become its indices and values (make_top_k), then a top-k
+//   edit count and the top-k edits (apply_top_k_edit). The checks are the same, read off the k + 1
+//   categories (check_top_k_valid), against the reference kernels of the same loss.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -40,9 +47,11 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <distill/distill.hpp>
+#include <distill/top_k_distillation_loss.hpp>
 
 #include "../tests/differential.hpp"
 #include "../tests/family.hpp"
@@ -122,6 +131,16 @@ struct generator {
 
 enum class loss_kind { hinton, hinton_no_labels, kl, ce };
 
+// The top-k block (family byte bit 6, Hinton losses only): top_k_distillation_loss instead of
+// distillation_loss, with the teacher as its k classes per row (README of this file's header).
+struct top_k_input {
+    distill::top_k_mode mode = distill::top_k_mode::tail_bucket;
+    std::int64_t padding_index = -1;
+    bool int32_indices = false;
+    double mass_tolerance = 1e-4;
+    std::ptrdiff_t k = 0;
+};
+
 struct input {
     bool is_double = false, check_finite = false, use_mask = false, t_squared = true, run_softmax = false,
          per_row_losses = true;
@@ -129,6 +148,8 @@ struct input {
     distill::divergence divergence = distill::forward_kl{};
     distill::teacher_input teacher = distill::teacher_input::logits;
     bool divergence_loss = false;  // loss 2 as divergence_loss rather than kl_divergence
+    bool top_k = false;            // losses 0 and 1 as top_k_distillation_loss (the top-k block)
+    top_k_input top;
     distill::reduction reduce = distill::reduction::mean;
     std::ptrdiff_t N = 0, C = 0;
     double T = 1, alpha = 0.5, eps = 0, normalizer = 1;
@@ -181,8 +202,30 @@ struct expected_error {
 };
 
 const char* loss_name(const input& x) {
+    if (x.top_k) return "top_k_distillation_loss";
     if (x.kind == loss_kind::kl) return x.divergence_loss ? "divergence_loss" : "kl_divergence";
     return x.kind == loss_kind::ce ? "cross_entropy" : "distillation_loss";
+}
+
+constexpr std::int64_t padding_indices[4] = {-1, -1, 3, -7};
+constexpr double mass_tolerances[8] = {1e-4, 0, 1e-2, 0.1, 0.2, nan, -1e-9, 1e-4};
+
+// The top-k block's header: a byte (bit 0 renormalize, bits 1-2 the padding index, bit 3 32-bit
+// indices, bits 4-6 mass_tolerance; tables above), then k: a byte b, k = b % 40 below 200, (b - 200)
+// * 12 below 250, then 1024, 1025, 1023, 300, 513, and at 255 a u16 % 1100 follows.
+top_k_input read_top_k(reader& in) {
+    top_k_input z;
+    const std::uint8_t f = in.byte();
+    z.mode = (f & 1) ? distill::top_k_mode::renormalize : distill::top_k_mode::tail_bucket;
+    z.padding_index = padding_indices[(f >> 1) & 3];
+    z.int32_indices = f & 8;
+    z.mass_tolerance = mass_tolerances[(f >> 4) & 7];
+    const std::uint8_t b = in.byte();
+    constexpr std::ptrdiff_t large[5] = {1024, 1025, 1023, 300, 513};
+    if (b < 200) z.k = b % 40;
+    else if (b < 250) z.k = (b - 200) * 12;
+    else z.k = b < 255 ? large[b - 250] : in.u16() % 1100;
+    return z;
 }
 
 // The family block: which divergence with which parameters, and the teacher input. Only the losses
@@ -206,6 +249,11 @@ void read_family(reader& in, input& x) {
     }
     if (x.kind == loss_kind::ce) x.teacher = distill::teacher_input::logits;
     if (x.kind == loss_kind::ce || (x.kind == loss_kind::kl && !x.divergence_loss)) x.divergence = distill::forward_kl{};
+    if (f & 0x40) {
+        const top_k_input z = read_top_k(in);
+        x.top_k = x.kind == loss_kind::hinton || x.kind == loss_kind::hinton_no_labels;
+        if (x.top_k) x.top = z;
+    }
 }
 
 // The effective options of each loss: kl_divergence is alpha = 1, cross_entropy alpha = 0 and T = 1.
@@ -693,6 +741,535 @@ void check_softmax(const input& x, const matrix<T>& s) {
     }
 }
 
+// ---- a teacher given as its top k classes: top_k_distillation_loss ----
+//
+// The teacher's k classes per row are the k largest of the generated (and edited) dense teacher,
+// its values what the teacher input says: the logits themselves, log_softmax of the row, or the
+// row over its sum; slots beyond C are padding. Then the top-k edits: a count, and for each a kind
+// byte, a u16 position among the N x k slots and what the kind reads (apply_top_k_edit). The model:
+// every check of docs/api.md in the order the call makes them, each with its message; on accepted
+// input the categories (the k classes and the tail) formed here in double, from which the +inf /
+// finite / NaN expectations follow as for the dense losses, and the tolerance scales with which
+// the SIMD kernels are compared to the reference kernels (tests/differential.hpp's bound).
+
+template <class T, class I>
+struct top_k_teacher_data {
+    Eigen::Matrix<I, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> indices;
+    matrix<T> values;
+    std::int64_t index(std::ptrdiff_t i, std::ptrdiff_t j) const { return static_cast<std::int64_t>(indices(i, j)); }
+};
+
+template <class T, class I>
+top_k_teacher_data<T, I> make_top_k(const input& x, const matrix<T>& t) {
+    const std::ptrdiff_t N = x.N, C = x.C, K = x.top.k;
+    top_k_teacher_data<T, I> d{decltype(d.indices)(N, K), matrix<T>(N, K)};
+    std::vector<std::ptrdiff_t> order(static_cast<std::size_t>(C));
+    for (std::ptrdiff_t i = 0; i < N; ++i) {
+        const T* row = t.data() + i * C;
+        // A total order, NaN first: std::sort needs a strict weak ordering.
+        const auto key = [&](std::ptrdiff_t c) { return std::isnan(row[c]) ? inf : static_cast<double>(row[c]); };
+        for (std::ptrdiff_t c = 0; c < C; ++c) order[static_cast<std::size_t>(c)] = c;
+        std::sort(order.begin(), order.end(), [&](std::ptrdiff_t a, std::ptrdiff_t b) {
+            return key(a) > key(b) || (key(a) == key(b) && a < b);
+        });
+        double m = -inf, z = 0, sum = 0;
+        for (std::ptrdiff_t c = 0; c < C; ++c) m = std::isnan(m) || std::isnan(double(row[c])) ? nan : std::max(m, double(row[c]));
+        for (std::ptrdiff_t c = 0; c < C; ++c) z += std::exp(double(row[c]) - m), sum += double(row[c]);
+        const double lse = m + std::log(z);
+        for (std::ptrdiff_t j = 0; j < K; ++j) {
+            if (j >= C) {
+                d.indices(i, j) = static_cast<I>(x.top.padding_index);
+                d.values(i, j) = T(7);  // never read: refused as a log-probability or probability if it were
+                continue;
+            }
+            const std::ptrdiff_t c = order[static_cast<std::size_t>(j)];
+            d.indices(i, j) = static_cast<I>(c);
+            const double v = double(row[c]);
+            d.values(i, j) = static_cast<T>(x.teacher == distill::teacher_input::logits              ? v
+                                            : x.teacher == distill::teacher_input::log_probabilities ? v - lse
+                                                                                                     : v / sum);
+        }
+    }
+    return d;
+}
+
+template <class T, class I>
+void apply_top_k_edit(reader& in, const input& x, top_k_teacher_data<T, I>& d) {
+    const std::uint8_t kind = in.byte();
+    const std::ptrdiff_t K = x.top.k, slots = x.N * K;
+    if (slots == 0) return;
+    const std::ptrdiff_t at = in.u16() % slots, i = at / K, j = at % K;
+    const auto C = static_cast<std::int64_t>(x.C);
+    switch (kind % 8) {
+        case 0: {  // an index: padding, out of range on either side, the edges, any column
+            const std::uint8_t code = in.byte();
+            const std::int64_t table[11] = {x.top.padding_index, -1, C, C - 1, 0, -2, std::numeric_limits<std::int64_t>::max(),
+                                            std::numeric_limits<std::int64_t>::min(), std::int64_t{1} << 40, C + 1, 1};
+            d.indices(i, j) = static_cast<I>(code < 11 ? table[code] : code % std::max<std::int64_t>(C, 1));
+            break;
+        }
+        case 1: d.values(i, j) = special_value<T>(in.byte()); break;
+        case 2: d.values(i, j) = std::is_same_v<T, float> ? static_cast<T>(in.raw_float()) : static_cast<T>(in.raw_double()); break;
+        case 3: {  // the values' bounds: log-probabilities up to log(1 + tolerance), probabilities up to 1 + tolerance
+            constexpr double bounds[10] = {1e-5, 1e-4, 9.9995000333308e-05, 2e-4, 0.5, 1, 1 + 1e-4, 1.0001, 1.5, -1e-30};
+            d.values(i, j) = static_cast<T>(bounds[in.byte() % 10]);
+            break;
+        }
+        case 4: d.indices.row(i).setConstant(static_cast<I>(x.top.padding_index)); break;  // a row without classes
+        case 5: d.indices(i, j) = d.indices(i, (j + 1 + in.byte()) % K); break;            // a repeated class
+        case 6:  // the teacher masks the class: no mass at all
+            d.values(i, j) = x.teacher == distill::teacher_input::probabilities ? T(0) : -std::numeric_limits<T>::infinity();
+            break;
+        default: {  // the row's mass moved: log-probabilities shifted, probabilities scaled
+            constexpr double deltas[4] = {1e-6, -1, 1e-3, 0.5};
+            const double delta = deltas[in.byte() % 4];
+            for (std::ptrdiff_t c = 0; c < K; ++c)
+                d.values(i, c) = x.teacher == distill::teacher_input::probabilities ? static_cast<T>(double(d.values(i, c)) * (1 + delta))
+                                                                                   : static_cast<T>(double(d.values(i, c)) + delta);
+        }
+    }
+}
+
+// The option errors of the top-k path (detail/top_k_loss.hpp), after those of distillation_options.
+expected_error top_k_option_error(const input& x) {
+    const effective o = effective_options(x);
+    if (!(o.alpha > 0)) return {};  // no soft term: the teacher's form does not matter
+    const distill::detail::divergence_choice d = distill::detail::choose(x.divergence);
+    if (d.kind == distill::detail::divergence_kind::decoupled_kd)
+        return {distill::errc::invalid_argument, "decoupled_kd is not defined for a top-k teacher"};
+    if (x.top.mode == distill::top_k_mode::tail_bucket && x.teacher == distill::teacher_input::logits)
+        return {distill::errc::invalid_argument, "top_k_mode::tail_bucket needs the teacher's values as log-probabilities or probabilities"};
+    if (x.top.mode == distill::top_k_mode::renormalize && d.kind == distill::detail::divergence_kind::reverse_kl)
+        return {distill::errc::invalid_argument, "reverse_kl with top_k_mode::renormalize is +inf"};
+    if (!(x.top.mass_tolerance >= 0 && x.top.mass_tolerance <= 0.1))
+        return {distill::errc::invalid_argument, "mass_tolerance must be in [0, 0.1], got"};
+    return {};
+}
+
+// A row's live teacher classes: (column, slot), sorted by column, as the library sorts them.
+template <class T, class I>
+std::vector<std::pair<std::int64_t, std::ptrdiff_t>> live_entries(const input& x, const top_k_teacher_data<T, I>& d, std::ptrdiff_t i) {
+    std::vector<std::pair<std::int64_t, std::ptrdiff_t>> e;
+    for (std::ptrdiff_t j = 0; j < x.top.k; ++j)
+        if (d.index(i, j) != x.top.padding_index) e.push_back({d.index(i, j), j});
+    std::stable_sort(e.begin(), e.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    return e;
+}
+
+// The teacher's value of a slot on the logit scale, at its temperature (docs/api.md).
+template <class T>
+double top_k_logit(const input& x, T v) {
+    const double y = x.teacher == distill::teacher_input::probabilities ? std::log(static_cast<double>(v)) : static_cast<double>(v);
+    return x.teacher == distill::teacher_input::logits ? y * (1.0 / x.T) : y;
+}
+
+template <class T, class I>
+expected_error top_k_call_error(const input& x, const matrix<T>& s, const top_k_teacher_data<T, I>& d) {
+    using distill::errc;
+    const effective o = effective_options(x);
+    const auto N = x.N, C = x.C, K = x.top.k;
+    const bool soft = o.alpha > 0;
+    if (C == 0) return {errc::invalid_argument, format("student logits have 0 classes (shape %td x 0)", N)};
+    if (!o.has_labels && o.alpha < 1 && N > 0) return {errc::invalid_argument, "no labels given but alpha"};
+    if (K > 1024) return {errc::invalid_argument, format("the teacher has %td classes per row; at most 1024 are supported", K)};
+    if (x.reduce == distill::reduction::none && !x.per_row_losses && N > 0)
+        return {errc::invalid_argument, "reduction::none needs per_row.losses"};
+    if (o.has_labels)
+        for (std::ptrdiff_t i = 0; i < N; ++i) {
+            const auto y = x.labels[static_cast<std::size_t>(i)];
+            if (y != x.ignore_index && (y < 0 || y >= C))
+                return {errc::out_of_range, format("label %lld at row %td is out of range", static_cast<long long>(y), i)};
+        }
+    if (x.check_finite)  // the student only: the teacher's values have their own checks, always made
+        for (std::ptrdiff_t i = 0; i < N; ++i)
+            for (std::ptrdiff_t j = 0; j < C; ++j)
+                if (std::isnan(s(i, j)) || s(i, j) == std::numeric_limits<T>::infinity())
+                    return {errc::invalid_argument,
+                            format("student logits: element (%td, %td) is %s", i, j, std::isnan(s(i, j)) ? "NaN" : "+inf")};
+    const double tol = x.top.mass_tolerance;
+    if (soft)
+        for (std::ptrdiff_t i = 0; i < N; ++i) {
+            if (!row_counted(x, i)) continue;  // a row that takes no part is not read
+            for (std::ptrdiff_t j = 0; j < K; ++j) {
+                const std::int64_t c = d.index(i, j);
+                if (c == x.top.padding_index) continue;
+                if (c < 0 || c >= C)
+                    return {errc::out_of_range, format("teacher index %lld at (%td, %td) is out of range", static_cast<long long>(c), i, j)};
+                const double v = static_cast<double>(d.values(i, j));
+                if (std::isnan(v)) return {errc::invalid_argument, format("teacher value at (%td, %td) is NaN", i, j)};
+                const char* rule = nullptr;
+                if (x.teacher == distill::teacher_input::logits && v == inf) rule = "logits must be finite or -inf";
+                else if (x.teacher == distill::teacher_input::log_probabilities && v > std::log1p(tol)) rule = "log-probabilities must be <= 0";
+                else if (x.teacher == distill::teacher_input::probabilities && !(v >= 0 && v <= 1 + tol)) rule = "probabilities must be in [0, 1]";
+                if (rule)
+                    return {errc::invalid_argument, format("teacher value at (%td, %td) is %s; %s", i, j,
+                                                           distill::detail::format_number(v).c_str(), rule)};
+            }
+            const auto e = live_entries(x, d, i);
+            for (std::size_t a = 1; a < e.size(); ++a)
+                if (e[a].first == e[a - 1].first) {
+                    // Which two slots the message names is the sort's choice when a class appears 3 times.
+                    const bool twice = a + 1 == e.size() || e[a + 1].first != e[a].first;
+                    return {errc::invalid_argument,
+                            twice ? format("teacher index %lld appears twice in row %td (at %td and %td)", static_cast<long long>(e[a].first), i,
+                                           e[a - 1].second, e[a].second)
+                                  : format("teacher index %lld appears twice in row %td", static_cast<long long>(e[a].first), i)};
+                }
+            if (x.teacher != distill::teacher_input::logits) {
+                double mass = 0;
+                for (const auto& [c, j] : e) {
+                    const double v = static_cast<double>(d.values(i, j));
+                    mass += x.teacher == distill::teacher_input::probabilities ? v : std::exp(v);
+                }
+                if (mass > 1 + tol) return {errc::invalid_argument, format("the teacher's top-k mass in row %td is", i)};
+            }
+        }
+    for (std::ptrdiff_t i = 0; i < N; ++i) {
+        if (!row_counted(x, i)) continue;
+        if (all_minus_inf(s.data() + i * C, C)) return {errc::invalid_argument, format("row %td of the student logits is entirely -inf", i)};
+        if (!soft) continue;
+        // No teacher distribution: renormalize (or a row whose classes are all C columns) with no
+        // class of any mass.
+        const auto e = live_entries(x, d, i);
+        if (x.top.mode == distill::top_k_mode::renormalize || static_cast<std::ptrdiff_t>(e.size()) == C) {
+            double max_y = -inf;
+            for (const auto& [c, j] : e) max_y = std::max(max_y, top_k_logit(x, d.values(i, j)));
+            if (max_y == -inf) return {errc::invalid_argument, format("row %td of the teacher's top-k has no mass", i)};
+        }
+    }
+    return {};
+}
+
+// One row's k + 1 categories in double: the live classes (sorted by column), then the tail if any
+// column is outside them; log q, log p, q, p, and which side gives a category no mass at all.
+struct top_k_categories {
+    distill_test::scale_detail::normalised_row n;
+    std::vector<std::int64_t> columns;  // -1: the tail
+    std::vector<bool> student_masks, teacher_masks;
+    bool tail_uncertain = false;  // the teacher's mass is within rounding of 1: its tail may be 0 or not
+    double teacher_offset = 0;    // the largest |value| of the teacher's classes on the logit scale
+};
+
+// Engine finding, open (top-k teacher with a large common offset): detail/top_k_row.hpp's
+// teacher_row forms log Z = shift + log z with shift the largest of the k values on the logit
+// scale, and each log p = y - log Z, so log z is lost to the rounding of shift + log z when |shift|
+// is large: every log p is off by up to ulp(shift) / 2, and the k probabilities no longer sum to 1
+// (renormalize, teacher logits all 1e30: p = 1 for each class, the loss 11.48 where the dense loss
+// on the same values with the other classes at -inf gives 2.098; 1.3e-9 relative at an offset of
+// 1e8, 2.9e-5 at 1e12). Where the compiler contracts y * inv_t - log Z into a fused multiply-add
+// (clang or GCC -O2 with -march=native, as the dev preset and this target build), log p takes the
+// exact product minus the rounded log Z: positive by up to ulp(shift) / 2, so beyond |shift| ~
+// 700 * 2^53 p is +inf and the loss NaN for NaN-free input (teacher logit 1e30 at T = 2.5). The
+// dense kernels subtract the max first. Both kernel layers share the teacher's scalar code, so they
+// agree; what shows is forward KL's gradient q - p, whose row no longer sums to 0, and the NaN. The
+// row-sum check allows soft_grad times that error, and rows where it can reach exp's range are left
+// out of the NaN and finiteness expectations. Remove this when the engine forms log p as
+// (y * inv_t - shift) - log z from one rounded product.
+inline double top_k_offset_error(double offset) { return offset * 0x1p-52; }  // a bound on |error of log p|
+inline double top_k_offset_allowance(double offset, std::size_t classes) {
+    return static_cast<double>(classes) * std::expm1(top_k_offset_error(offset));
+}
+
+template <class T, class I>
+top_k_categories categories_of(const input& x, const T* s, const top_k_teacher_data<T, I>& d, std::ptrdiff_t i,
+                               const distill::detail::row_terms& k) {
+    namespace ref = distill::detail::reference;
+    const std::ptrdiff_t C = x.C;
+    top_k_categories out;
+    auto& n = out.n;
+    const double ms = ref::row_max(s, C), lzq = ref::log_sum_exp(s, C, ms, k.inv_temperature);
+    const auto e = live_entries(x, d, i);
+    std::vector<bool> in_top(static_cast<std::size_t>(C), false);
+    double lz = -inf;  // log sum_K exp(y)
+    std::vector<double> y;
+    for (const auto& [c, j] : e) {
+        in_top[static_cast<std::size_t>(c)] = true;
+        out.columns.push_back(c);
+        n.lq.push_back((static_cast<double>(s[c]) - ms) * k.inv_temperature - lzq);
+        out.student_masks.push_back(s[c] == -std::numeric_limits<T>::infinity());
+        y.push_back(top_k_logit(x, d.values(i, j)));
+    }
+    double my = -inf;
+    for (double v : y) {
+        my = std::max(my, v);
+        if (std::isfinite(v)) out.teacher_offset = std::max(out.teacher_offset, std::abs(v));
+    }
+    if (my > -inf) {
+        double z = 0;
+        for (double v : y) z += std::exp(v - my);
+        lz = my + std::log(z);
+    }
+    const bool has_tail = static_cast<std::ptrdiff_t>(e.size()) < C;
+    double lp_tail = -inf;
+    if (x.top.mode == distill::top_k_mode::renormalize || !has_tail) {
+        for (double& v : y) v -= lz;
+    } else {
+        const double mass = std::exp(lz);
+        out.tail_uncertain = std::abs(mass - 1) <= 1e-12;
+        if (mass > 1) for (double& v : y) v -= lz;
+        else lp_tail = std::log1p(-mass);
+    }
+    for (double v : y) {
+        n.lp.push_back(v);
+        out.teacher_masks.push_back(v == -inf);
+    }
+    if (has_tail) {
+        double z_tail = 0;
+        bool masked = true;
+        for (std::ptrdiff_t c = 0; c < C; ++c)
+            if (!in_top[static_cast<std::size_t>(c)]) {
+                z_tail += std::exp((static_cast<double>(s[c]) - ms) * k.inv_temperature);
+                masked &= s[c] == -std::numeric_limits<T>::infinity();
+            }
+        out.columns.push_back(-1);
+        n.lq.push_back(std::log(z_tail) - lzq);
+        out.student_masks.push_back(masked);
+        n.lp.push_back(lp_tail);
+        out.teacher_masks.push_back(lp_tail == -inf);
+    }
+    for (double v : n.lq) n.q.push_back(std::exp(v));
+    for (double v : n.lp) n.p.push_back(std::exp(v));
+    n.defined = true;
+    return out;
+}
+
+template <class Isa, class T, class Loss, class Teacher>
+distill::status top_k_call(const Loss& loss, bool reversed, const matrix<T>& s, const Teacher& teacher,
+                           const std::vector<std::int64_t>& y, matrix<T>* g, distill::loss_value& v, distill::per_row rows) {
+    using Y = std::vector<std::int64_t>;
+    if (reversed)
+        return g ? loss.try_loss_and_grad(reverse_executor{}, s, teacher, y, *g, v, rows) : loss.try_loss(reverse_executor{}, s, teacher, y, v, rows);
+    if (g)
+        return loss.template try_loss_and_grad<const distill::sequential_executor&, matrix<T>, Teacher, Y, matrix<T>&, Isa>(
+            distill::sequential, s, teacher, y, *g, v, rows);
+    return loss.template try_loss<const distill::sequential_executor&, matrix<T>, Teacher, Y, Isa>(distill::sequential, s, teacher, y, v, rows);
+}
+
+template <class T, class I>
+void check_top_k_valid(const input& x, const distill::top_k_distillation_loss<T>& loss, const matrix<T>& s,
+                       const top_k_teacher_data<T, I>& d, const std::vector<std::int64_t>& labels) {
+    namespace ref = distill::detail::reference;
+    using bound = distill_test::kernel_bound<T>;
+    using distill::detail::isa;
+    using distill::detail::no_simd;
+    const effective o = effective_options(x);
+    const auto N = x.N, C = x.C;
+    const auto teacher = distill::top_k(d.indices, d.values);
+    const auto rows_of = [&](std::vector<double>& r) {
+        return distill::per_row{.mask = x.use_mask ? std::span<const std::uint8_t>(x.mask) : std::span<const std::uint8_t>(),
+                                .losses = x.per_row_losses ? std::span<double>(r) : std::span<double>()};
+    };
+    matrix<T> g = matrix<T>::Constant(N, C, T(12345)), g2(N, C), g_ref(N, C);
+    std::vector<double> rows(static_cast<std::size_t>(N), -1.0), rows2(rows.size()), rows3(rows.size()), rows_ref(rows.size());
+    distill::loss_value v, v2, v3, v_ref;
+    const char* name = "top_k_distillation_loss";
+    check_status(top_k_call<isa>(loss, false, s, teacher, labels, &g, v, rows_of(rows)), {}, name);
+    check_status(top_k_call<isa>(loss, false, s, teacher, labels, static_cast<matrix<T>*>(nullptr), v2, rows_of(rows2)), {}, name);
+    check_status(top_k_call<isa>(loss, true, s, teacher, labels, &g2, v3, rows_of(rows3)), {}, name);
+    check_status(top_k_call<no_simd>(loss, false, s, teacher, labels, &g_ref, v_ref, rows_of(rows_ref)), {}, name);
+    // Same call without a gradient, and through another executor: bitwise the same.
+    EXPECT(same_bits(v.total, v2.total) || (std::isnan(v.total) && std::isnan(v2.total)),
+           format("top-k loss() %.17g != loss_and_grad() %.17g", v2.total, v.total));
+    EXPECT(same_bits(v.total, v3.total) || (std::isnan(v.total) && std::isnan(v3.total)),
+           format("executor changed the top-k loss: %.17g vs %.17g", v.total, v3.total));
+    if (x.per_row_losses && N > 0) {
+        EXPECT(std::memcmp(rows.data(), rows2.data(), rows.size() * sizeof(double)) == 0 || std::isnan(v.total),
+               "top-k loss() and loss_and_grad() disagree on the per-row losses");
+        EXPECT(std::memcmp(rows.data(), rows3.data(), rows.size() * sizeof(double)) == 0 || std::isnan(v.total),
+               "the executor changed the top-k per-row losses");
+    }
+    EXPECT(N * C == 0 || std::memcmp(g.data(), g2.data(), sizeof(T) * static_cast<std::size_t>(N * C)) == 0 || g.hasNaN(),
+           "executor changed the top-k gradient");
+
+    std::int64_t counted = 0;
+    for (std::ptrdiff_t i = 0; i < N; ++i) counted += row_counted(x, i);
+    EXPECT(v.rows_counted == counted, format("top-k rows_counted %lld, expected %lld", static_cast<long long>(v.rows_counted),
+                                             static_cast<long long>(counted)));
+    double weight = 1;
+    if (x.reduce == distill::reduction::mean) weight = counted ? 1.0 / static_cast<double>(counted) : 0.0;
+    if (x.reduce == distill::reduction::divide_by) weight = 1 / x.normalizer;
+    distill::detail::row_terms k;
+    k.soft = o.alpha > 0;
+    k.hard = o.has_labels && o.alpha < 1;
+    k.temperature = k.soft ? o.T : 1.0;
+    k.inv_temperature = 1 / k.temperature;
+    k.integer_temperature = distill::detail::whole_temperature(k.temperature);
+    k.smoothing = k.hard ? o.eps : 0.0;
+    distill_test::set_divergence(k, x.divergence);
+    distill_test::set_teacher_input(k, x.teacher);
+    const double soft_weight = k.soft ? o.alpha * (x.t_squared ? o.T * o.T : 1.0) : 0.0, hard_weight = 1 - o.alpha;
+    k.soft_grad = k.soft ? weight * soft_weight / k.temperature : 0.0;
+    k.hard_grad = k.hard ? weight * hard_weight : 0.0;
+    distill::detail::row_terms k_hard = k;  // the cross-entropy's scales, over the whole row
+    k_hard.soft = false;
+    const bool student_masks_infinite = k.soft && distill_test::infinite_where_student_masks(k.divergence, k.params);
+    const bool teacher_masks_infinite = k.soft && distill_test::infinite_where_teacher_masks(k.divergence, k.params);
+    constexpr T minus_inf_t = -std::numeric_limits<T>::infinity();
+    const double limit = static_cast<double>(std::numeric_limits<T>::max()) / 16;
+
+    double row_sum_of_losses = 0, magnitude = 0;
+    for (std::ptrdiff_t i = 0; i < N; ++i) {
+        const T* si = s.data() + i * C;
+        const T* gi = g.data() + i * C;
+        const T* gr = g_ref.data() + i * C;
+        const double api_row = x.per_row_losses ? rows[static_cast<std::size_t>(i)] : 0.0;
+        const double expected = x.per_row_losses ? rows_ref[static_cast<std::size_t>(i)] : 0.0;
+        const std::int64_t y = k.hard ? labels[static_cast<std::size_t>(i)] : -1;
+        const auto where = [&] {
+            std::string text = format("row %td, C = %td, k = %td, %s, T = %g, alpha = %g, eps = %g, label %lld, reduction %d, weight %g, %s, %s; "
+                                      "reference row %.17g; s = ",
+                                      i, C, x.top.k, x.top.mode == distill::top_k_mode::renormalize ? "renormalize" : "tail_bucket", o.T,
+                                      o.alpha, o.eps, static_cast<long long>(y), static_cast<int>(x.reduce), weight,
+                                      distill_test::describe(x.divergence).c_str(), distill_test::describe(x.teacher), expected) +
+                               row_text(si, C) + " teacher (every slot, index:value):";
+            for (std::ptrdiff_t j = 0; j < x.top.k; ++j)
+                text += format(" %lld:%.17g", static_cast<long long>(d.index(i, j)), static_cast<double>(d.values(i, j)));
+            text += "; the student's whole row:";
+            for (std::ptrdiff_t c = 0; c < C; ++c) text += format(" %.17g", static_cast<double>(si[c]));
+            return text;
+        };
+        if (!row_counted(x, i)) {
+            for (std::ptrdiff_t c = 0; c < C; ++c) EXPECT(gi[c] == 0, "ignored top-k row with a nonzero gradient, " + where());
+            EXPECT(api_row == 0, "ignored top-k row with a nonzero loss, " + where());
+            continue;
+        }
+        row_sum_of_losses += api_row;
+        magnitude += std::abs(api_row);
+        if (!x.per_row_losses) continue;
+        if (has_nan_or_plus_inf(si, C)) {  // NaN propagates from the student (the teacher's NaN is refused)
+            EXPECT(std::isnan(api_row), format("top-k row loss %.17g, expected NaN, ", api_row) + where());
+            continue;
+        }
+        if (!in_range(si, static_cast<const T*>(nullptr), C, k, soft_weight)) continue;
+        // (Without a soft term the teacher is neither checked nor read: no categories.)
+        const top_k_categories cat = k.soft ? categories_of(x, si, d, i, k) : top_k_categories{};
+        if (top_k_offset_error(cat.teacher_offset) > 700) continue;  // the open finding above: p may be +inf
+        const auto& n = cat.n;
+        if (k.soft) {  // the teacher's logits must fit the type's range too (in_range's rule)
+            double lo = inf, hi = -inf;
+            for (double lp : n.lp)
+                if (std::isfinite(lp)) lo = std::min(lo, lp), hi = std::max(hi, lp);
+            if (hi > lo && !((hi - lo) * static_cast<double>(x.top.k + 1) < limit)) continue;
+        }
+        // +inf where the contract says (docs/api.md): the student masks the label; a category where
+        // one side has no mass at all and the other clearly has, in the divergence's direction.
+        bool must_be_inf = false, underflow = false, any_teacher_mask = false;
+        if (k.hard && si[y] == minus_inf_t) must_be_inf = true;
+        if (k.hard && k.smoothing > 0)
+            for (std::ptrdiff_t c = 0; c < C; ++c) must_be_inf |= si[c] == minus_inf_t;
+        const std::size_t categories = n.q.size();
+        for (std::size_t c = 0; c < categories && k.soft && soft_weight > 0; ++c) {
+            const bool tail = cat.columns[c] < 0;
+            if (student_masks_infinite && cat.student_masks[c] && n.lp[c] > -50) must_be_inf = true;
+            if (teacher_masks_infinite && cat.teacher_masks[c] && n.lq[c] > -50 && !(tail && cat.tail_uncertain)) must_be_inf = true;
+            any_teacher_mask |= cat.teacher_masks[c] || (tail && cat.tail_uncertain);
+            // A probability that underflowed (or nearly) without a mask: +inf or a bounded mixture's
+            // underflow (tests/differential.hpp) may go either way.
+            underflow |= (n.p[c] < 1e-290 && !cat.teacher_masks[c]) || (n.q[c] < 1e-290 && !cat.student_masks[c]);
+        }
+        bool any_student_mask = false;
+        for (std::ptrdiff_t c = 0; c < C; ++c) any_student_mask |= si[c] == minus_inf_t;
+        if (must_be_inf) EXPECT(api_row == inf, format("top-k row loss %.17g, expected +inf, ", api_row) + where());
+        // (A student tail whose every term is below the SIMD exponential's floor is 0 there: +inf
+        // under a forward-type divergence, documented as a student tail of 0.)
+        distill::detail::row_terms k_student = k;
+        k_student.soft = false;
+        const bool either = distill_test::probability_below_type_floor(si, static_cast<const T*>(nullptr), C, k_student);
+        if (!any_student_mask && !(teacher_masks_infinite && any_teacher_mask) && !underflow && !either && std::abs(expected) < 1e300)
+            EXPECT(std::isfinite(api_row), format("top-k row loss %.17g, expected finite, ", api_row) + where());
+        EXPECT(!std::isnan(api_row), "NaN top-k row loss for NaN-free input, " + where());
+
+        // The SIMD kernels against the reference kernels, relative to the scales of the terms: the
+        // divergence's over the categories (a column outside the classes takes its share of the
+        // tail's gradient scale), the cross-entropy's over the whole row.
+        double soft_scale = 0, slack = 0, soft_grad_max = 0, soft_grad_sum = 0;
+        std::vector<double> grad_scales;
+        if (k.soft) distill_test::scale_detail::divergence_scales<T>(n, -1, k, soft_scale, grad_scales, slack);
+        for (std::size_t c = 0; c < grad_scales.size(); ++c) {
+            soft_grad_max = std::max(soft_grad_max, grad_scales[c]);
+            soft_grad_sum += grad_scales[c];
+        }
+        const auto hard = distill_test::reference_scales(si, static_cast<const T*>(nullptr), y, C, k_hard);
+        const double loss_scale = soft_weight * soft_scale + (k.hard ? hard_weight * hard.ce : 0.0);
+        const double grad_scale = std::abs(k.soft_grad) * soft_grad_max + hard.grad;
+        const double grad_sum = std::abs(k.soft_grad) * soft_grad_sum + hard.grad_sum;
+        slack *= std::abs(k.soft_grad);
+        const bool one_infinite = std::isinf(api_row) != std::isinf(expected);
+        if ((std::isfinite(expected) || std::isfinite(api_row)) && !((either || underflow) && one_infinite)) {
+            const double err = distill_test::scaled_error(api_row, expected, loss_scale);
+            EXPECT(err <= bound::loss(C) * 1.0000001,
+                   format("top-k row loss %.17g vs reference kernels %.17g: %.3g of the scale %.3g (bound %.1e), ", api_row, expected, err,
+                          loss_scale, bound::loss(C)) + where());
+        }
+        if (one_infinite || underflow) continue;
+        bool reference_gradient_finite = true;
+        for (std::ptrdiff_t c = 0; c < C; ++c) reference_gradient_finite &= std::isfinite(static_cast<double>(gr[c]));
+        if (!std::isfinite(api_row) && !(reference_gradient_finite && !teacher_masks_infinite)) continue;
+        double row_sum = 0;
+        for (std::ptrdiff_t c = 0; c < C; ++c) {
+            EXPECT(std::isfinite(gi[c]), format("top-k gradient (%td, %td) = %g for NaN-free input, ", i, c, double(gi[c])) + where());
+            const double err = distill_test::scaled_error(gi[c], gr[c], grad_scale, slack);
+            EXPECT(err <= bound::grad(C) * 1.0000001,
+                   format("top-k gradient (%td, %td) = %.9g vs reference kernels %.9g: %.3g of the scale %.3g, ", i, c, double(gi[c]),
+                          double(gr[c]), err, grad_scale) + where());
+            row_sum += gi[c];
+        }
+        // Through the softmax, the row's gradient sums to 0 -- where the loss is finite: at a
+        // student tail of 0 under a teacher tail p_t > 0 (+inf) the tail's columns get 0
+        // (docs/math.md), so the teacher classes' q - p sum to p_t. (The open finding above adds
+        // its own error.)
+        if (!std::isfinite(api_row)) continue;
+        const double coefficient = std::max(std::abs(k.soft ? k.soft_grad : 0.0) + std::abs(k.hard ? k.hard_grad : 0.0), grad_sum / 2);
+        const double offset_error = std::abs(k.soft_grad) * top_k_offset_allowance(cat.teacher_offset, cat.columns.size());
+        EXPECT(std::abs(row_sum) <= (std::is_same_v<T, float> ? 1e-5 : 1e-12) * coefficient + 2 * offset_error,
+               format("top-k gradient row sums to %.3g (coefficients %.3g), ", row_sum, coefficient) + where());
+    }
+    if (x.per_row_losses && std::isfinite(weight) && std::isfinite(magnitude) && std::isfinite(v.total))
+        EXPECT(std::abs(v.total - weight * row_sum_of_losses) <= 1e-12 * weight * magnitude,
+               format("top-k total %.17g vs the weighted rows %.17g", v.total, weight * row_sum_of_losses));
+    if (counted == 0 && x.reduce == distill::reduction::mean) EXPECT(v.total == 0, "every row ignored under mean must give 0");
+}
+
+template <class T, class I>
+void run_top_k(const input& x, reader& in, const matrix<T>& s, const matrix<T>& t) {
+    top_k_teacher_data<T, I> d = make_top_k<T, I>(x, t);
+    const int edits = in.byte() % 17;
+    for (int e = 0; e < edits; ++e) apply_top_k_edit(in, x, d);
+    const std::vector<std::int64_t> none;
+    const std::vector<std::int64_t>& labels = x.kind == loss_kind::hinton_no_labels ? none : x.labels;
+    expected_error options_wrong = option_error(x);
+    if (options_wrong.code == distill::errc::ok) options_wrong = top_k_option_error(x);
+    const char* name = "top_k_distillation_loss";
+    try {
+        const distill::top_k_distillation_loss<T> loss(
+            {.temperature = x.T, .alpha = x.alpha, .scale_by_t_squared = x.t_squared, .label_smoothing = x.eps,
+             .ignore_index = x.ignore_index, .reduce = x.reduce, .normalizer = x.normalizer, .check_finite = x.check_finite,
+             .divergence = x.divergence, .teacher = x.teacher},
+            {.mode = x.top.mode, .padding_index = x.top.padding_index, .mass_tolerance = x.top.mass_tolerance});
+        EXPECT(options_wrong.code == distill::errc::ok, std::string("top-k constructor accepted bad options; expected: ") + options_wrong.text);
+        const expected_error e = top_k_call_error(x, s, d);
+        if (e.code != distill::errc::ok) {
+            distill::loss_value v;
+            v.total = 42;
+            matrix<T> g(x.N, x.C);
+            std::vector<double> rows(static_cast<std::size_t>(x.N));
+            const distill::per_row pr{.mask = x.use_mask ? std::span<const std::uint8_t>(x.mask) : std::span<const std::uint8_t>(),
+                                      .losses = x.per_row_losses ? std::span<double>(rows) : std::span<double>()};
+            const auto teacher = distill::top_k(d.indices, d.values);
+            check_status(top_k_call<distill::detail::isa>(loss, false, s, teacher, labels, &g, v, pr), e, name);
+            EXPECT(v.total == 0 && v.rows_counted == 0, "a failed top-k call left a result behind");
+            check_status(top_k_call<distill::detail::isa>(loss, true, s, teacher, labels, static_cast<matrix<T>*>(nullptr), v, pr), e, name);
+            return;
+        }
+        check_top_k_valid(x, loss, s, d, labels);
+    } catch (const std::invalid_argument& ex) {
+        const std::string message = ex.what();
+        EXPECT(options_wrong.code == distill::errc::invalid_argument, "top-k constructor threw for good options: " + message);
+        EXPECT(message.rfind(std::string(name) + ": ", 0) == 0 && message.find(options_wrong.text) != std::string::npos,
+               "top-k constructor message '" + message + "' lacks '" + options_wrong.text + "'");
+    }
+}
+
 template <class T>
 void run(const input& x, reader& in, std::uint8_t generator_byte, std::uint32_t seed) {
     matrix<T> s(x.N, x.C), t(x.N, x.C);
@@ -725,6 +1302,11 @@ void run(const input& x, reader& in, std::uint8_t generator_byte, std::uint32_t 
         }
     const int edits = in.byte() % 33;
     for (int n = 0; n < edits; ++n) apply_edit(in, x, s, t);
+    if (x.top_k) {
+        if (x.top.int32_indices) run_top_k<T, std::int32_t>(x, in, s, t);
+        else run_top_k<T, std::int64_t>(x, in, s, t);
+        return;
+    }
 
     const char* name = loss_name(x);
     const expected_error options_wrong = option_error(x);

@@ -29,20 +29,37 @@ SPECIAL = {"-inf": 0, "+inf": 1, "nan": 2, "max": 3, "-max": 4, "min": 5, "denor
            "1e30": 10, "-1e30": 11, "1e-40": 14, "3": 15}
 
 
-def family(divergence="forward_kl", teacher="logits", divergence_loss=False, param=None, weights=(1, 8)):
-    """The family block: a byte, then beta / skew or decoupled KD's two weights (table indices)."""
-    b = bytes([DIVERGENCE[divergence] | (TEACHER[teacher] << 3) | (divergence_loss << 5)])
+# The top-k block's header (fuzz_loss.cpp, read_top_k): modes, padding indices and mass tolerances
+# by table index.
+MODE = {"tail_bucket": 0, "renormalize": 1}
+PADDING = {-1: 0, 3: 2, -7: 3}
+MASS_TOLERANCE = {1e-4: 0, 0: 1, 1e-2: 2, 0.1: 3, 0.2: 4}
+
+
+def top_k(k, mode="tail_bucket", padding=-1, int32=False, tolerance=1e-4):
+    """The top-k header: a byte, then k (a byte below 40; the large values by their codes)."""
+    large = {1024: 250, 1025: 251, 1023: 252, 300: 253, 513: 254}
+    code = k if k < 40 else large[k]
+    return bytes([MODE[mode] | (PADDING[padding] << 1) | (int32 << 3) | (MASS_TOLERANCE[tolerance] << 4), code])
+
+
+def family(divergence="forward_kl", teacher="logits", divergence_loss=False, param=None, weights=(1, 8), top_k_block=None):
+    """The family block: a byte, then beta / skew or decoupled KD's two weights (table indices), then
+    the top-k header where top_k_block is given (top_k_distillation_loss instead of distillation_loss)."""
+    b = bytes([DIVERGENCE[divergence] | (TEACHER[teacher] << 3) | (divergence_loss << 5) | ((top_k_block is not None) << 6)])
     if divergence in ("jensen_shannon", "skew_kl", "skew_reverse_kl"):
         value = 0.5 if param is None else param
         b += bytes([UNIT[value]]) if value in UNIT else bytes([16]) + struct.pack("<d", value)
     if divergence == "decoupled_kd":
         b += bytes([WEIGHT[weights[0]], WEIGHT[weights[1]]])
+    if top_k_block is not None:
+        b += top_k_block
     return b
 
 
 def seed(loss="hinton", double=False, reduce="mean", check_finite=False, mask=None, no_t2=False, N=4, C=10,
          t=2, alpha=0.5, eps=0, ignore=0, normalizer=0, scale=0, style=0, softmax=False, no_rows=False, rng=1,
-         labels=None, edits=(), family_block=None):
+         labels=None, edits=(), family_block=None, top_k_edits=None):
     flags = (double << 0) | (LOSS[loss] << 1) | (REDUCE[reduce] << 3) | (check_finite << 5) | ((mask is not None) << 6) | (no_t2 << 7)
     b = bytes([flags, N, C & 0xFF, C >> 8])
     for value, table in ((t, T), (alpha, ALPHA), (eps, EPS)):
@@ -59,11 +76,24 @@ def seed(loss="hinton", double=False, reduce="mean", check_finite=False, mask=No
     b += bytes([len(edits)])
     for e in edits:
         b += bytes(e)
+    if top_k_edits is not None:  # after the dense edits: the top-k teacher is built from the edited teacher
+        b += bytes([len(top_k_edits)])
+        for e in top_k_edits:
+            b += bytes(e)
     return b
 
 
 def edit(kind, position, *value, teacher=False):
     return [kind | (0x80 if teacher else 0), position & 0xFF, position >> 8, *value]
+
+
+# Top-k edits (fuzz_loss.cpp, apply_top_k_edit): kind, a slot among the N x k, what the kind reads.
+TOP_K_EDIT = {"index": 0, "special_value": 1, "bound_value": 3, "row_padding": 4, "repeat": 5, "mask": 6, "shift": 7}
+TOP_K_INDEX = {"padding": 0, "-1": 1, "C": 2, "C-1": 3, "0": 4, "int64_max": 6}
+
+
+def top_k_edit(kind, slot, *value):
+    return [TOP_K_EDIT[kind], slot & 0xFF, slot >> 8, *value]
 
 
 SEEDS = {
@@ -134,6 +164,34 @@ SEEDS = {
     "error_family_decoupled_kd_divergence_loss": seed(loss="kl", family_block=family("decoupled_kd", divergence_loss=True)),
     "error_family_negative_probability": seed(C=8, check_finite=True, family_block=family(teacher="probabilities"),
                                               edits=[edit(0, 5, SPECIAL["-1e30"], teacher=True)]),
+    # top_k_distillation_loss: both modes, the teacher inputs each takes, padding, the edits' errors.
+    "top_k_tail_bucket_log_probabilities": seed(C=40, t=2.5, alpha=0.3, eps=0.1, family_block=family(
+        teacher="log_probabilities", top_k_block=top_k(8)), top_k_edits=[top_k_edit("index", 9, TOP_K_INDEX["padding"])]),
+    "top_k_renormalize_logits_long_rows": seed(N=2, C=2500, t=2, style=3, family_block=family(
+        "jensen_shannon", param=0.1, top_k_block=top_k(20, mode="renormalize")), top_k_edits=[]),
+    "top_k_probabilities_no_labels_int32": seed(loss="hinton_no_labels", alpha=1, reduce="none", C=17, t=4, family_block=family(
+        "skew_reverse_kl", teacher="probabilities", param=0.1, top_k_block=top_k(5, int32=True)), top_k_edits=[
+        top_k_edit("mask", 2), top_k_edit("row_padding", 5)]),
+    "top_k_all_classes_double": seed(double=True, C=12, reduce="sum", family_block=family(
+        "total_variation", teacher="log_probabilities", top_k_block=top_k(12)), top_k_edits=[]),
+    "top_k_more_slots_than_classes_padding_3": seed(C=9, family_block=family(
+        "reverse_kl", teacher="log_probabilities", top_k_block=top_k(30, padding=3)), top_k_edits=[]),
+    "top_k_mass_rounding": seed(C=20, style=1, family_block=family(
+        "skew_kl", teacher="probabilities", param=0.1, top_k_block=top_k(6, tolerance=0.01)), top_k_edits=[
+        top_k_edit("shift", 0, 0), top_k_edit("shift", 13, 2)]),
+    "top_k_student_masks": seed(C=30, style=6, alpha=1, family_block=family(
+        teacher="log_probabilities", top_k_block=top_k(10, mode="renormalize")), top_k_edits=[]),
+    "error_top_k_index_out_of_range": seed(C=10, family_block=family(
+        teacher="log_probabilities", top_k_block=top_k(3)), top_k_edits=[top_k_edit("index", 4, TOP_K_INDEX["C"])]),
+    "error_top_k_repeated_index": seed(C=10, family_block=family(
+        teacher="probabilities", top_k_block=top_k(4, mode="renormalize")), top_k_edits=[top_k_edit("repeat", 6, 1)]),
+    "error_top_k_nan_value": seed(C=10, family_block=family(
+        teacher="log_probabilities", top_k_block=top_k(4)), top_k_edits=[top_k_edit("special_value", 1, SPECIAL["nan"])]),
+    "error_top_k_renormalize_without_mass": seed(C=10, alpha=1, family_block=family(
+        teacher="logits", top_k_block=top_k(2, mode="renormalize")), top_k_edits=[top_k_edit("row_padding", 2)]),
+    "error_top_k_tail_bucket_logits": seed(C=10, family_block=family(top_k_block=top_k(4)), top_k_edits=[]),
+    "error_top_k_too_many_classes": seed(N=2, C=10, family_block=family(
+        teacher="log_probabilities", top_k_block=top_k(1025)), top_k_edits=[]),
 }
 
 os.makedirs(OUT, exist_ok=True)

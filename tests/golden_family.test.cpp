@@ -22,33 +22,10 @@
 
 namespace {
 
+using golden::divergence_of;
 using golden::golden_case;
 using golden::matrix;
-
-// The case's divergence with its parameters, as the options take it.
-distill::divergence divergence_of(const golden_case& c) {
-    const std::string& name = c.text("divergence");
-    if (name == "forward_kl") return distill::forward_kl{};
-    if (name == "reverse_kl") return distill::reverse_kl{};
-    if (name == "jensen_shannon") return distill::jensen_shannon{.beta = c.number("beta")};
-    if (name == "skew_kl") return distill::skew_kl{.skew = c.number("skew")};
-    if (name == "skew_reverse_kl") return distill::skew_reverse_kl{.skew = c.number("skew")};
-    if (name == "total_variation") return distill::total_variation{};
-    if (name == "decoupled_kd")
-        return distill::decoupled_kd{.target_weight = c.number("target_weight"),
-                                     .non_target_weight = c.number("non_target_weight")};
-    FAIL("unknown divergence '" << name << "'");
-    return distill::forward_kl{};
-}
-
-distill::teacher_input teacher_input_of(const golden_case& c) {
-    const std::string& t = c.text("teacher_input");
-    if (t == "logits") return distill::teacher_input::logits;
-    if (t == "log_probabilities") return distill::teacher_input::log_probabilities;
-    if (t == "probabilities") return distill::teacher_input::probabilities;
-    FAIL("unknown teacher_input '" << t << "'");
-    return distill::teacher_input::logits;
-}
+using golden::teacher_input_of;
 
 // Headroom per divergence (by name; its parameters vary within), then printed one line each.
 struct report_by_divergence {

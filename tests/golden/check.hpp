@@ -1,6 +1,7 @@
 // tests/golden/check.hpp - runs a loss functor on a golden case and compares every value the case
-// records (tests/golden.test.cpp, tests/golden_family.test.cpp). The cases come from golden.hpp's
-// loader; the tolerances and the scales they are relative to are explained at `tolerance`.
+// records (tests/golden.test.cpp, tests/golden_family.test.cpp, tests/golden_top_k.test.cpp). The
+// cases come from golden.hpp's loader; the tolerances and the scales they are relative to are
+// explained at `tolerance`.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -100,6 +101,31 @@ inline distill::reduction reduction_of(const golden_case& c) {
     if (r == "divide_by") return distill::reduction::divide_by;
     FAIL("unknown reduction '" << r << "'");
     return distill::reduction::mean;
+}
+
+// The case's divergence with its parameters, as the options take it.
+inline distill::divergence divergence_of(const golden_case& c) {
+    const std::string& name = c.text("divergence");
+    if (name == "forward_kl") return distill::forward_kl{};
+    if (name == "reverse_kl") return distill::reverse_kl{};
+    if (name == "jensen_shannon") return distill::jensen_shannon{.beta = c.number("beta")};
+    if (name == "skew_kl") return distill::skew_kl{.skew = c.number("skew")};
+    if (name == "skew_reverse_kl") return distill::skew_reverse_kl{.skew = c.number("skew")};
+    if (name == "total_variation") return distill::total_variation{};
+    if (name == "decoupled_kd")
+        return distill::decoupled_kd{.target_weight = c.number("target_weight"),
+                                     .non_target_weight = c.number("non_target_weight")};
+    FAIL("unknown divergence '" << name << "'");
+    return distill::forward_kl{};
+}
+
+inline distill::teacher_input teacher_input_of(const golden_case& c) {
+    const std::string& t = c.text("teacher_input");
+    if (t == "logits") return distill::teacher_input::logits;
+    if (t == "log_probabilities") return distill::teacher_input::log_probabilities;
+    if (t == "probabilities") return distill::teacher_input::probabilities;
+    FAIL("unknown teacher_input '" << t << "'");
+    return distill::teacher_input::logits;
 }
 
 // Worst |got - expected| / tolerance over one quantity (1 = at the tolerance), for the headroom report.

@@ -1,7 +1,8 @@
-// tests/golden/golden.hpp - reads the PyTorch reference cases written by tests/golden/generate.py.
+// tests/golden/golden.hpp - reads the PyTorch reference cases written by tests/golden/generate.py
+// (golden.index, golden.bin) and tests/golden/generate_top_k.py (top_k.index, top_k.bin).
 //
-// golden.index is text (one `key value` line per field, a block per case from `case <name>` to `end`);
-// array fields point into golden.bin as `<type> <byte offset> <count>`, little-endian. README.md beside
+// <stem>.index is text (one `key value` line per field, a block per case from `case <name>` to `end`);
+// array fields point into <stem>.bin as `<type> <byte offset> <count>`, little-endian. README.md beside
 // this file has the format. Standard library only, so the loader cannot disagree with the library
 // under test for a reason of its own.
 #pragma once
@@ -29,7 +30,7 @@ constexpr const char* type_tag() {
     else if constexpr (std::is_same_v<T, double>) return "f64";
     else if constexpr (std::is_same_v<T, std::int64_t>) return "i64";
     else if constexpr (std::is_same_v<T, std::uint8_t>) return "u8";
-    else static_assert(sizeof(T) == 0, "golden.bin holds f32, f64, i64 and u8 arrays only");
+    else static_assert(sizeof(T) == 0, "golden .bin files hold f32, f64, i64 and u8 arrays only");
 }
 
 class golden_case {
@@ -71,7 +72,7 @@ public:
             throw std::runtime_error("golden case '" + name + "': field '" + key + "' is " + tag + ", not " +
                                      type_tag<T>());
         if (offset > blob_->size() || count > (blob_->size() - offset) / sizeof(T))
-            throw std::runtime_error("golden case '" + name + "': field '" + key + "' runs past golden.bin");
+            throw std::runtime_error("golden case '" + name + "': field '" + key + "' runs past the .bin file");
         std::vector<T> out(count);
         if (count) std::memcpy(out.data(), blob_->data() + offset, count * sizeof(T));
         if constexpr (std::endian::native == std::endian::big && sizeof(T) > 1) {
@@ -86,7 +87,7 @@ public:
     }
 
 private:
-    friend std::vector<golden_case> load(const std::string& dir);
+    friend std::vector<golden_case> load(const std::string& dir, const std::string& stem);
 
     [[noreturn]] void bad(const std::string& key, const std::string& value) const {
         throw std::runtime_error("golden case '" + name + "': cannot parse field '" + key + "': '" + value + "'");
@@ -96,14 +97,15 @@ private:
     std::shared_ptr<const std::vector<char>> blob_;
 };
 
-// Every case in <dir>/golden.index, with arrays read from <dir>/golden.bin.
-inline std::vector<golden_case> load(const std::string& dir) {
-    std::ifstream bin(dir + "/golden.bin", std::ios::binary);
-    if (!bin) throw std::runtime_error("cannot open " + dir + "/golden.bin");
+// Every case in <dir>/<stem>.index, with arrays read from <dir>/<stem>.bin.
+inline std::vector<golden_case> load(const std::string& dir, const std::string& stem) {
+    const std::string index_name = stem + ".index", bin_name = stem + ".bin";
+    std::ifstream bin(dir + "/" + bin_name, std::ios::binary);
+    if (!bin) throw std::runtime_error("cannot open " + dir + "/" + bin_name);
     auto blob = std::make_shared<const std::vector<char>>(std::istreambuf_iterator<char>(bin),
                                                           std::istreambuf_iterator<char>());
-    std::ifstream index(dir + "/golden.index");
-    if (!index) throw std::runtime_error("cannot open " + dir + "/golden.index");
+    std::ifstream index(dir + "/" + index_name);
+    if (!index) throw std::runtime_error("cannot open " + dir + "/" + index_name);
 
     std::vector<golden_case> cases;
     golden_case* open = nullptr;
@@ -114,20 +116,23 @@ inline std::vector<golden_case> load(const std::string& dir) {
         std::string key = line.substr(0, space);
         std::string value = space == std::string::npos ? std::string() : line.substr(space + 1);
         if (key == "case") {
-            if (open) throw std::runtime_error("golden.index:" + std::to_string(number) + ": case inside a case");
+            if (open) throw std::runtime_error(index_name + ":" + std::to_string(number) + ": case inside a case");
             open = &cases.emplace_back();
             open->name = value;
             open->blob_ = blob;
         } else if (key == "end") {
-            if (!open) throw std::runtime_error("golden.index:" + std::to_string(number) + ": end outside a case");
+            if (!open) throw std::runtime_error(index_name + ":" + std::to_string(number) + ": end outside a case");
             open = nullptr;
         } else {
-            if (!open) throw std::runtime_error("golden.index:" + std::to_string(number) + ": field outside a case");
+            if (!open) throw std::runtime_error(index_name + ":" + std::to_string(number) + ": field outside a case");
             open->fields_[key] = value;
         }
     }
-    if (open) throw std::runtime_error("golden.index: last case has no end");
+    if (open) throw std::runtime_error(index_name + ": last case has no end");
     return cases;
 }
+
+// The dense losses' cases: golden.index and golden.bin.
+inline std::vector<golden_case> load(const std::string& dir) { return load(dir, "golden"); }
 
 }  // namespace golden
