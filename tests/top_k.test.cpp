@@ -442,3 +442,25 @@ TEST_CASE("top-k teachers are refused with the value that is wrong", "[top_k][er
         REQUIRE_NOTHROW(loss.loss_and_grad(s, distill::top_k(bad, v), y, g, {.mask = mask}));
     }
 }
+
+TEST_CASE("a teacher with a large common offset keeps its distribution", "[top_k]") {
+    // Oracle: the dense loss on the same logits with the other classes at -inf (it takes (t - max t) / T).
+    const matrix<double> s = distill_test::row<double>({0.5, -1, 2, 0, 1});
+    index_matrix idx(1, 3);
+    idx << 0, 2, 3;
+    for (const double offset : {1e12, 1e30}) {
+        matrix<double> v(1, 3);
+        v << offset, offset + offset * 0x1p-50, offset + offset * 0x1p-49;  // two and four ulps apart
+        matrix<double> t = matrix<double>::Constant(1, 5, -inf);
+        for (Eigen::Index j = 0; j < 3; ++j) t(0, idx(0, j)) = v(0, j);
+        const distill::distillation_options o{.temperature = 2.5, .alpha = 1};
+        matrix<double> g_top(1, 5), g_dense(1, 5);
+        const double top = distill::top_k_distillation_loss<double>(o, {.mode = distill::top_k_mode::renormalize})
+                               .loss_and_grad(s, distill::top_k(idx, v), distill::no_labels, g_top).total;
+        const double dense = distill::distillation_loss<double>(o).loss_and_grad(s, t, distill::no_labels, g_dense).total;
+        INFO("offset " << offset);
+        REQUIRE(std::isfinite(top));
+        REQUIRE(top == Approx(dense).epsilon(1e-12));
+        require_close_matrices(g_top, g_dense, 1e-12);
+    }
+}
