@@ -211,3 +211,68 @@ TEST_CASE("SIMD softmax row matches the reference for every length and offset", 
     }
 }
 
+// The SIMD softmax stores each block's exponentials relative to the running max of the row so far
+// and rescales them at the end; these rows make that max change from block to block (a rising
+// ramp), start with blocks that are all -inf, and are done in place, at T = 1 (its own code path)
+// and T = 3.
+TEMPLATE_TEST_CASE("SIMD softmax row: running max that rises block after block, -inf blocks, in place", "[kernels]",
+                   float, double) {
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    constexpr std::ptrdiff_t C = 5000;  // 5 blocks of 1024
+    auto ramp = distill_test::random_logits<TestType>(1, C, 11u);
+    for (std::ptrdiff_t c = 0; c < C; ++c) ramp(0, c) += static_cast<TestType>(c) * TestType(0.01);  // +50 by the end
+    auto masked = distill_test::random_logits<TestType>(1, C, 12u);
+    for (std::ptrdiff_t c = 0; c < 2100; ++c) masked(0, c) = minus_inf;  // two whole blocks and part of a third
+    for (const auto* row : {&ramp, &masked})
+        for (double T : {1.0, 3.0})
+            for (bool log : {false, true}) {
+                INFO((row == &ramp ? "ramp" : "masked") << ", T = " << T << (log ? ", log_softmax" : ", softmax"));
+                std::vector<TestType> a(C), b(C), in_place(row->data(), row->data() + C);
+                REQUIRE(reference::softmax_row(row->data(), C, 1 / T, log, a.data()));
+                REQUIRE(simd::softmax_row<arch>(row->data(), C, 1 / T, log, b.data()));
+                REQUIRE(simd::softmax_row<arch>(in_place.data(), C, 1 / T, log, in_place.data()));
+                // As the test above: the float rounding of exp, 1 / Z (and here of the block's
+                // rescale factor) is within 1e-6 absolute; log-probabilities within 2e-6 relative.
+                for (std::ptrdiff_t c = 0; c < C; ++c) {
+                    if (a[c] == minus_inf) {  // masked class: log-probability -inf exactly
+                        CHECK(b[c] == minus_inf);
+                        CHECK(in_place[c] == minus_inf);
+                        continue;
+                    }
+                    CHECK(std::abs(a[c] - b[c]) <= (log ? 2e-6 * (1 + std::abs(a[c])) : 1e-6));
+                    CHECK(in_place[c] == b[c]);
+                }
+                if (row == &masked && !log) CHECK(std::all_of(b.begin(), b.begin() + 2100, [](TestType p) { return p == 0; }));
+            }
+}
+
+TEMPLATE_TEST_CASE("SIMD softmax row: all -inf leaves the output untouched; NaN or +inf anywhere make it all NaN",
+                   "[kernels][special]", float, double) {
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    constexpr std::ptrdiff_t C = 3000;  // 3 blocks
+    for (bool log : {false, true}) {
+        // All -inf: no softmax, and nothing written (the reference writes nothing either).
+        std::vector<TestType> s(C, minus_inf), out(C, TestType(7));
+        CHECK_FALSE(simd::softmax_row<arch>(s.data(), C, 1.0, log, out.data()));
+        CHECK(std::all_of(out.begin(), out.end(), [](TestType x) { return x == 7; }));
+        // A NaN in the -inf prefix, in the middle of the finite part, at the end; +inf likewise:
+        // Z is NaN (exp(NaN), exp(inf - inf)), so every probability and log-probability is.
+        for (TestType bad : {std::numeric_limits<TestType>::quiet_NaN(), std::numeric_limits<TestType>::infinity()})
+            for (std::ptrdiff_t at : {std::ptrdiff_t{5}, std::ptrdiff_t{1500}, C - 1}) {
+                INFO((log ? "log_softmax" : "softmax") << ", " << bad << " at " << at);
+                auto row = distill_test::random_logits<TestType>(1, C, 13u);
+                for (std::ptrdiff_t c = 0; c < 1100; ++c) row(0, c) = minus_inf;
+                row(0, at) = bad;
+                std::vector<TestType> ref(C), got(C);
+                CHECK(reference::softmax_row(row.data(), C, 0.5, log, ref.data()));
+                CHECK(simd::softmax_row<arch>(row.data(), C, 0.5, log, got.data()));
+                CHECK(std::all_of(ref.begin(), ref.end(), [](TestType x) { return std::isnan(x); }));
+                CHECK(std::all_of(got.begin(), got.end(), [](TestType x) { return std::isnan(x); }));
+            }
+        // Only -inf and one NaN: not "all -inf" (the reference's max is NaN): NaN throughout.
+        s[2500] = std::numeric_limits<TestType>::quiet_NaN();
+        CHECK(simd::softmax_row<arch>(s.data(), C, 1.0, log, out.data()));
+        CHECK(std::all_of(out.begin(), out.end(), [](TestType x) { return std::isnan(x); }));
+    }
+}
+

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <utility>
 
@@ -87,6 +88,15 @@ struct piece_result {
     bool bad_teacher = false;
 };
 
+// What the rows split into segments keep between the phases.
+struct split_row_state {
+    std::array<row_stats, max_pieces> segment_stats{};
+    std::array<divergence_sums<double>, max_pieces> segment_sums{};
+    std::array<row_stats, max_split_rows> merged{};          // per row
+    std::array<divergence_value, max_split_rows> values{};   // per row
+    std::array<std::array<double, max_row_blocks>, max_split_rows> teacher_max_at{};  // per row
+};
+
 // Everything one loss call needs once it has been validated.
 template <class Isa, class T, class Label>
 struct loss_plan {
@@ -107,11 +117,9 @@ struct loss_plan {
     std::ptrdiff_t segments = 1;
     std::ptrdiff_t blocks = 0;  // per row
     bool split_rows = false;
-    std::array<row_stats, max_pieces> segment_stats{};
-    std::array<divergence_sums<double>, max_pieces> segment_sums{};
-    std::array<row_stats, max_split_rows> merged{};          // per row
-    std::array<divergence_value, max_split_rows> values{};   // per row
-    std::array<std::array<double, max_row_blocks>, max_split_rows> teacher_max_at{};  // per row
+    // The split rows' state (27 KB), constructed by make_plan for split calls only: zeroing it on
+    // every call was most of the cost of a small call (a 1 x 10 loss).
+    std::optional<split_row_state> split;
 
     std::int64_t label_of(std::ptrdiff_t i) const noexcept {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
@@ -248,7 +256,7 @@ segment_item segment_of(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t w) 
 // Whether row i's later sweeps run: it takes part and its softmaxes exist.
 template <class Isa, class T, class Label>
 bool row_defined(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t i) noexcept {
-    const row_stats& st = plan.merged[static_cast<std::size_t>(i)];
+    const row_stats& st = plan.split->merged[static_cast<std::size_t>(i)];
     return plan.counts(i) && student_defined(st) && teacher_defined(st, plan.terms);
 }
 
@@ -260,9 +268,9 @@ template <class Isa, class T, class Label>
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
         if (!plan.counts(s.row)) continue;
-        plan.segment_stats[static_cast<std::size_t>(w)] = backend<Isa>::statistics(
+        plan.split->segment_stats[static_cast<std::size_t>(w)] = backend<Isa>::statistics(
             c.student.row(s.row), plan.teacher_row(s.row), c.student.cols, plan.terms, plan.grad_row(s.row), s.first,
-            s.last, plan.teacher_max_at[static_cast<std::size_t>(s.row)].data());
+            s.last, plan.split->teacher_max_at[static_cast<std::size_t>(s.row)].data());
     }
 }
 
@@ -275,9 +283,9 @@ template <class Isa, class T, class Label>
         const segment_item s = segment_of(plan, w);
         if (!row_defined(plan, s.row)) continue;
         const auto at = static_cast<std::size_t>(s.row);
-        plan.segment_sums[static_cast<std::size_t>(w)] = backend<Isa>::sums(
+        plan.split->segment_sums[static_cast<std::size_t>(w)] = backend<Isa>::sums(
             c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), c.student.cols, plan.terms,
-            plan.merged[at], plan.grad_row(s.row), plan.teacher_max_at[at].data(), s.first, s.last);
+            plan.split->merged[at], plan.grad_row(s.row), plan.split->teacher_max_at[at].data(), s.first, s.last);
     }
 }
 
@@ -297,8 +305,9 @@ template <class Isa, class T, class Label>
         }
         if (!row_defined(plan, s.row)) continue;  // refused rows are left as they are
         const auto at = static_cast<std::size_t>(s.row);
+        const split_row_state& split = *plan.split;
         backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms_of(s.row),
-                               plan.merged[at], plan.values[at], g, s.first, s.last, plan.teacher_max_at[at].data());
+                               split.merged[at], split.values[at], g, s.first, s.last, split.teacher_max_at[at].data());
     }
 }
 
@@ -307,8 +316,9 @@ template <class Isa, class T, class Label>
 void merge_segment_statistics(loss_plan<Isa, T, Label>& plan) noexcept {
     for (std::ptrdiff_t i = 0; i < plan.call->student.rows; ++i) {
         if (!plan.counts(i)) continue;
-        plan.merged[static_cast<std::size_t>(i)] =
-            merge_in_order(&plan.segment_stats[static_cast<std::size_t>(i * plan.segments)], plan.segments, plan.terms);
+        split_row_state& split = *plan.split;
+        split.merged[static_cast<std::size_t>(i)] =
+            merge_in_order(&split.segment_stats[static_cast<std::size_t>(i * plan.segments)], plan.segments, plan.terms);
     }
 }
 
@@ -320,12 +330,13 @@ void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
         const auto at = static_cast<std::size_t>(i);
         double row_loss = 0;
         if (plan.counts(i)) {
+            split_row_state& split = *plan.split;
             const divergence_sums<double> sums =
-                merge_in_order(&plan.segment_sums[static_cast<std::size_t>(i * plan.segments)], plan.segments);
+                merge_in_order(&split.segment_sums[static_cast<std::size_t>(i * plan.segments)], plan.segments);
             row_loss = record_row(plan, plan.pieces[at], i,
-                                  backend<Isa>::row_loss(plan.merged[at], sums, c.student.row(i), plan.teacher_row(i),
-                                                         plan.label_of(i), c.student.cols, plan.terms_of(i), plan.values[at],
-                                                         plan.grad_row(i), plan.teacher_max_at[at].data()));
+                                  backend<Isa>::row_loss(split.merged[at], sums, c.student.row(i), plan.teacher_row(i),
+                                                         plan.label_of(i), c.student.cols, plan.terms_of(i), split.values[at],
+                                                         plan.grad_row(i), split.teacher_max_at[at].data()));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
     }
@@ -361,6 +372,7 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
     if (plan.blocks > 1 && !(k.soft && k.divergence == divergence_kind::decoupled_kd))
         plan.segments = std::min(plan.blocks, max_row_segments);
     plan.split_rows = plan.segments > 1 && c.student.rows * plan.segments <= max_pieces;
+    if (plan.split_rows) plan.split.emplace();
     return {};
 }
 

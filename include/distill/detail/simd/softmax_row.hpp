@@ -1,9 +1,27 @@
 // distill/detail/simd/softmax_row.hpp - softmax(s / T) or log_softmax(s / T) of one row.
 //
-// Contract: as reference::softmax_row; noexcept, no allocation, any C >= 1, any alignment.
-// Sweep 1 is the online max and sum of the fused kernel with one input; sweep 2 writes.
+// Contract: as reference::softmax_row; noexcept, no allocation, any C >= 1, any alignment; `out` may
+// be `s` itself (in place: each element is read before it is written).
+//
+// One exponential per element, and the row read from memory once:
+//   sweep 1, block by block (row_blocks.hpp): the block's max (from memory, leaving the block in
+//     L1), the running max and sum updated online, and e = exp((s - running max) / T) from L1 into
+//     `out` with its sum. log_softmax needs no e in `out`, it stores a copy of s there instead:
+//     either way `out`'s lines are fetched while the core is busy with exponentials, not in sweep 2.
+//   sweep 2 over `out` (still in L2 for rows up to a few hundred KB): softmax scales each block's e
+//     by exp((block's max - row max) / T) / Z, which is 1 / Z exactly for every block from the one
+//     holding the row max on; log_softmax writes (s - max) / T - log Z.
+// Sweep 2 recomputing the exponentials from s instead (as this kernel once did) costs a second
+// exponential per element, which is most of a softmax's time once the row is in cache.
+//
+// Special rows, as the reference: a NaN or +inf logit makes the sum, so every output, NaN; a row
+// all -inf returns false and leaves `out` untouched. A block whose running max is still -inf has
+// only zero exponentials: sweep 1 stores nothing for it (so nothing is written before the row is
+// known to be defined) and sweep 2 writes 0 / Z there (NaN when Z is).
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <limits>
@@ -16,42 +34,88 @@
 
 namespace distill::detail::simd {
 
-template <class Arch, class T>
-bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
+// x = (s - shift) / T; at T = 1 without the multiply (the same bits: x * 1 = x), which saves one of
+// the dozen FMA-port operations per vector that the exponential costs.
+template <bool UnitT, class V>
+DISTILL_ALWAYS_INLINE V scaled_logit(const V& s, const V& shift, const V& inv_t) noexcept {
+    if constexpr (UnitT)
+        return s - shift;
+    else
+        return (s - shift) * inv_t;
+}
+
+template <class Arch, bool Log, bool UnitT, class T>
+bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
     using V = xsimd::batch<T, Arch>;
     constexpr std::ptrdiff_t W = V::size;
-    constexpr T minus_inf = -std::numeric_limits<T>::infinity();
+    constexpr double minus_inf = -std::numeric_limits<double>::infinity();
+    constexpr T fill = -std::numeric_limits<T>::infinity();
     const V v_inv_t(static_cast<T>(inv_t));
     const std::ptrdiff_t block = block_length(C, W);
+    std::array<double, max_blocks> block_max;  // the running max each block's e are relative to
 
-    double m = -std::numeric_limits<double>::infinity(), z = 0;
-    for (std::ptrdiff_t begin = 0; begin < C; begin += block) {
+    double m = minus_inf, z = 0;
+    for (std::ptrdiff_t b = 0, begin = 0; begin < C; ++b, begin += block) {
         const std::ptrdiff_t end = std::min(C, begin + block);
-        V vm(minus_inf);  // NaN needs no test: its exponential makes the sum NaN
-        for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) { vm = xsimd::max(vm, load<Arch>(s + i, n, minus_inf)); });
-        const double new_m = sticky_max(m, reduce_max(vm));
-        if (m != -std::numeric_limits<double>::infinity() && !(new_m == m)) z *= std::exp((m - new_m) * inv_t);
+        // Two accumulators: the max is a dependency chain of one operation per vector.
+        V m0(fill), m1(fill);  // NaN needs no test: its exponential makes the sum NaN
+        std::ptrdiff_t i = begin;
+        for (; i + 2 * W <= end; i += 2 * W) {
+            m0 = xsimd::max(m0, V::load_unaligned(s + i));
+            m1 = xsimd::max(m1, V::load_unaligned(s + i + W));
+        }
+        for_each_vector<W>(i, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) { m0 = xsimd::max(m0, load<Arch>(s + j, n, fill)); });
+        const double new_m = sticky_max(m, reduce_max(xsimd::max(m0, m1)));
+        if (m != minus_inf && !(new_m == m)) z *= std::exp((m - new_m) * inv_t);
         m = new_m;
+        block_max[static_cast<std::size_t>(b)] = m;
+        const bool store_block = m != minus_inf;
         const V shift(static_cast<T>(shift_of(m)));
-        for (std::ptrdiff_t i = begin; i < end;) {
-            const std::ptrdiff_t chunk_end = std::min(end, i + flush_vectors * W);
+        for (std::ptrdiff_t c = begin; c < end;) {
+            const std::ptrdiff_t chunk_end = std::min(end, c + flush_vectors * W);
             V part(T(0));
-            for_each_vector<W>(i, chunk_end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
-                part += exp_nonpositive<Arch>((load<Arch>(s + j, n, minus_inf) - shift) * v_inv_t);
+            for_each_vector<W>(c, chunk_end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+                const V x = load<Arch>(s + j, n, fill);
+                const V e = exp_nonpositive<Arch>(scaled_logit<UnitT>(x, shift, v_inv_t));
+                if (store_block) store<Arch>(out + j, n, Log ? x : e);
+                part += e;
             });
             z += reduce_add(part);
-            i = chunk_end;
+            c = chunk_end;
         }
     }
-    if (m == -std::numeric_limits<double>::infinity() && !std::isnan(z)) return false;  // all -inf
+    if (m == minus_inf && !std::isnan(z)) return false;  // all -inf
 
-    const V shift(static_cast<T>(m));
-    const V log_z(static_cast<T>(std::log(z))), inv_z(static_cast<T>(1 / z));
-    for_each_vector<W>(0, C, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
-        const V x = (load<Arch>(s + i, n, minus_inf) - shift) * v_inv_t;
-        store<Arch>(out + i, n, log ? x - log_z : exp_nonpositive<Arch>(x) * inv_z);
-    });
+    const double inv_z = 1 / z;
+    const V shift(static_cast<T>(m)), log_z(static_cast<T>(std::log(z)));
+    for (std::ptrdiff_t b = 0, begin = 0; begin < C; ++b, begin += block) {
+        const std::ptrdiff_t end = std::min(C, begin + block);
+        const double mb = block_max[static_cast<std::size_t>(b)];
+        if constexpr (Log) {
+            const T* x = mb == minus_inf ? s : out;  // blocks not stored in sweep 1 read the logits
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+                store<Arch>(out + j, n, scaled_logit<UnitT>(load<Arch>(x + j, n, fill), shift, v_inv_t) - log_z);
+            });
+        } else if (mb == minus_inf) {
+            const V zero_over_z(static_cast<T>(0 * inv_z));
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) { store<Arch>(out + j, n, zero_over_z); });
+        } else {
+            const V scale(static_cast<T>(mb == m ? inv_z : std::exp((mb - m) * inv_t) * inv_z));
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+                store<Arch>(out + j, n, load<Arch>(out + j, n, T(0)) * scale);
+            });
+        }
+    }
     return true;
+}
+
+template <class Arch, class T>
+bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
+    if (inv_t == 1)
+        return log ? softmax_row_sweeps<Arch, true, true>(s, C, inv_t, out)
+                   : softmax_row_sweeps<Arch, false, true>(s, C, inv_t, out);
+    return log ? softmax_row_sweeps<Arch, true, false>(s, C, inv_t, out)
+               : softmax_row_sweeps<Arch, false, false>(s, C, inv_t, out);
 }
 
 }  // namespace distill::detail::simd
