@@ -125,9 +125,9 @@ top_k_teacher_row teacher_row(const T* values, std::span<const top_k_entry> entr
 // The loss of one row against its top-k teacher, with the kernel layer `Kernels` (detail/backend.hpp)
 // gathering the student's sums and writing the gradient when `grad` is not null. `entries` are the
 // row's teacher classes, sorted (empty when the call has no soft term).
-template <class Kernels, class T>
+template <class Kernels, class T, class G>
 row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<const top_k_entry> entries,
-                     std::int64_t label, const row_terms& k, const top_k_terms& tk, T* grad) noexcept {
+                     std::int64_t label, const row_terms& k, const top_k_terms& tk, G* grad) noexcept {
     row_result out;
     const double ms = Kernels::template row_max<T>(s, C);
     const top_k_student_sums sums = Kernels::template top_k_sums<T>(s, C, entries, ms, k);
