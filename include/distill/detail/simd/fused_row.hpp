@@ -178,8 +178,9 @@ struct shaped_kernel {
         return static_cast<T>(k.hard_grad * (1 - k.smoothing) * k.label_weight);
     }
     // A gradient stored in the compute type takes the label's target off after its block; a 16-bit
-    // one takes it off before it is rounded (store_gradient), as a second rounding of g_y - target
-    // would cost 2^-9 of the larger of the two.
+    // one takes it off before it is rounded (store_gradient): rounding g_y to 16 bits and then
+    // g_y - target again would cost up to 2^-8 (bfloat16) of g_y, which can be far more than of the
+    // result when r_y is near 1.
     static void subtract_label_target(Out* grad, std::int64_t label, std::ptrdiff_t begin, std::ptrdiff_t end,
                                       const row_terms& k) noexcept {
         if constexpr (!is_16bit_float<Out>)
