@@ -581,3 +581,44 @@ TEMPLATE_TEST_CASE("16-bit logits: class weights in float, check_finite, and ref
     const distill::status shape = distill::kl_divergence<H>().try_loss_and_grad(s16, t16, g_small, v);
     CHECK_THAT(std::string(shape.message()), Catch::Matchers::Contains("gradient buffer is"));
 }
+
+TEMPLATE_TEST_CASE("16-bit logits: -inf masks and NaN behave as in float", "[half_precision]", Eigen::bfloat16,
+                   Eigen::half) {
+    using H = TestType;
+    constexpr float inf = std::numeric_limits<float>::infinity();
+    const std::ptrdiff_t N = 3, C = 2 * lanes + 3;
+    matrix<H> s16 = distill_test::random_logits<H>(N, C, 81u), t16 = distill_test::random_logits<H>(N, C, 82u);
+    // Row 0: a class masked in both (in the tail) and one the teacher alone masks (in a full vector);
+    // row 1: every class but two masked in both.
+    s16(0, C - 1) = t16(0, C - 1) = H(-inf);
+    t16(0, 3) = H(-inf);
+    for (std::ptrdiff_t c = 2; c < C; ++c) s16(1, c) = t16(1, c) = H(-inf);
+    const std::vector<std::int64_t> y = {0, 1, 5};
+    const distill::distillation_options o{.temperature = 2.0, .alpha = 0.5, .reduce = distill::reduction::none};
+    const matrix<double> s = widened(s16), t = widened(t16);
+    std::vector<double> l(static_cast<std::size_t>(N)), l16(l.size()), ld(l.size());
+    matrix<float> g(N, C);
+    matrix<H> g16(N, C);
+    matrix<double> gd(N, C);
+    distill::distillation_loss<H>(o).loss_and_grad(s16, t16, y, g, distill::per_row{.losses = l});
+    distill::distillation_loss<H>(o).loss_and_grad(s16, t16, y, g16, distill::per_row{.losses = l16});
+    distill::distillation_loss<double>(o).loss_and_grad(s, t, y, gd, distill::per_row{.losses = ld});
+    const call_terms c = terms_for(distill::forward_kl{}, teacher_input::logits, true, true, 2.0, 0.5, 0.0);
+    compare_rows(s, &t, y, c, l, ld, &g, &gd);
+    compare_rows(s, &t, y, c, l16, ld, &g16, &gd);
+    // A class masked in both gets exactly 0 (q = r = p = 0).
+    CHECK(static_cast<float>(g16(0, C - 1)) == 0.0f);
+    CHECK(static_cast<float>(g16(1, C - 1)) == 0.0f);
+    seen() = {};
+
+    // A NaN logit reaches its row's loss and gradient as NaN, in both gradient types.
+    s16(2, 4) = H(std::numeric_limits<float>::quiet_NaN());
+    const distill::distillation_loss<H> f(o);
+    f.loss_and_grad(s16, t16, y, g, distill::per_row{.losses = l});
+    f.loss_and_grad(s16, t16, y, g16, distill::per_row{.losses = l16});
+    CHECK(std::isnan(l[2]));
+    CHECK(std::isnan(l16[2]));
+    CHECK(std::isnan(g(2, 0)));
+    CHECK(std::isnan(static_cast<float>(g16(2, 0))));
+    CHECK(std::isfinite(l16[0]));
+}
