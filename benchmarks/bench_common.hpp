@@ -2,10 +2,11 @@
 // naming scheme that benchmarks/bench_report.py parses.
 //
 // Every benchmark is named  <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>
-//   case  : "distillation_loss T=4", "kl_divergence T=4", "softmax T=1", ..., or for the divergence
+//   case  : "distillation_loss T=4", "kl_divergence T=4", "softmax T=1", "log_softmax T=1", ..., or for the divergence
 //           family the divergence's name alone: forward_kl, reverse_kl, jsd, skew_kl,
 //           skew_reverse_kl, tvd, dkd (all at T = 2; the temperature is a counter of every benchmark)
-//   impl  : mem_floor, exp_floor, ops_floor, ours, reference, eigen_naive, torch_autograd, torch_fused
+//   impl  : mem_floor, exp_floor_<exp> (one per candidate exponential: ours, xsimd, sleef), ops_floor,
+//           ours, reference, eigen_naive, torch_autograd, torch_fused, onednn
 // and reports its time in milliseconds of wall-clock time (UseRealTime: OpenMP threads do the work).
 #pragma once
 
@@ -25,7 +26,7 @@
 
 namespace distill_bench {
 
-enum class loss_kind { distillation, kl, softmax, divergence };
+enum class loss_kind { distillation, kl, softmax, log_softmax, divergence };
 
 // The divergences of the family, one case each (loss_kind::divergence): every one through
 // distill::divergence_loss, except decoupled KD, which needs labels and runs through
@@ -54,6 +55,7 @@ inline const char* kind_name(loss_kind k) {
     case loss_kind::distillation: return "distillation_loss";
     case loss_kind::kl: return "kl_divergence";
     case loss_kind::softmax: return "softmax";
+    case loss_kind::log_softmax: return "log_softmax";
     case loss_kind::divergence: return "divergence";
     }
     return "?";
@@ -76,12 +78,14 @@ inline const char* divergence_name(divergence_case d) {
 // Exponentials per element the case cannot do without (the exp floor's k):
 // distillation needs q = softmax(s/T), p = softmax(t/T) and r = softmax(s): 3 (2 when T is an
 // integer, since r follows from q by powers; the floor keeps 3, the count the suite has always reported);
-// kl and every divergence of the family need q and p: 2; softmax forward needs one exp per element.
+// kl and every divergence of the family need q and p: 2; softmax and log_softmax forward need one
+// exp per element (log_softmax for its row sums only).
 inline int exps_per_element(loss_kind k) {
     switch (k) {
     case loss_kind::distillation: return 3;
     case loss_kind::kl: return 2;
     case loss_kind::softmax: return 1;
+    case loss_kind::log_softmax: return 1;
     case loss_kind::divergence: return 2;
     }
     return 1;
@@ -113,10 +117,11 @@ inline transcendentals kernel_transcendentals(divergence_case d) {
 }
 
 // Bytes each element must move through memory at least: read s and t, write the gradient
-// (losses), or read s and write the probabilities (softmax). Labels (one per row) are ignored.
+// (losses), or read s and write the probabilities (softmax, log_softmax). Labels (one per row) are ignored.
+inline bool is_softmax(loss_kind k) { return k == loss_kind::softmax || k == loss_kind::log_softmax; }
 inline std::int64_t bytes_per_element(const case_spec& c) {
     const std::int64_t word = c.is_double ? 8 : 4;
-    return (c.kind == loss_kind::softmax ? 2 : 3) * word;
+    return (is_softmax(c.kind) ? 2 : 3) * word;
 }
 
 std::string format_temperature(double t);
@@ -244,12 +249,18 @@ bool ours_runs(const case_spec& c, int threads); // false: our API has no such c
 void register_floors(const case_spec& c, int threads, bool memory, bool exp);
 void register_ops_floor(const case_spec& c, int threads); // divergence cases: the kernel's own exps and logs
 const char* log_floor_function(); // the log the ops floor measures
-const char* exp_floor_function(); // the exp the exp floor measures
+const char* exp_floor_function(); // the exp the ops floor measures (the kernels' own)
+// The exp floor's candidates and their accuracy, measured at start-up: one line per function and
+// type, "<type> <name> <function> max_ulp=<x> subnormal_max_ulp=<y> flushes_subnormals=<0|1>"
+// (see floors.cpp for the sweep), for the report, which takes the fastest whose error is in bound.
+std::string exp_candidates_accuracy();
 void register_ours(const case_spec& c, int threads);
 void register_reference(const case_spec& c);
 void register_eigen_naive(const case_spec& c);
 void register_torch(const case_spec& c); // no-op when built without libtorch
 bool torch_enabled();
 std::string torch_version();
+void register_onednn(const case_spec& c); // softmax and log_softmax, float; no-op without oneDNN
+std::string onednn_version();             // empty without oneDNN
 
 } // namespace distill_bench

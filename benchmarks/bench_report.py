@@ -2,15 +2,26 @@
 """Turns distill_bench's Google Benchmark JSON into the benchmark table.
 
     bench_report.py MAIN.json [--cached-allocator CACHED.json] [--json OUT.json] [--machine TEXT]
-                    [--commit TEXT]
+                    [--commit TEXT] [--exp-counts COUNTS.jsonl] [--callgrind CALLGRIND.OUT ...]
 
 MAIN.json holds every implementation; CACHED.json (optional) the allocating peers run again under a
 caching allocator (jemalloc via LD_PRELOAD): for those peers the faster of the two runs is reported.
 Prints one markdown table on stdout, and a second one for the divergence family's cases (what our
 kernel spends per element against the ops floor); --json writes the rows as a JSON array of objects
 with the keys case, rows, cols, dtype, threads, ours_ms, floor_ms, reference_ms, eigen_naive_ms,
-torch_autograd_ms, torch_fused_ms, temperature, ops_floor_ms, kernel_exps_per_element,
-kernel_logs_per_element (null where absent). Python 3 standard library only.
+torch_autograd_ms, torch_fused_ms, onednn_ms, temperature, ops_floor_ms, kernel_exps_per_element,
+kernel_logs_per_element, exps_per_element, instructions_per_element_avx2, exp_floor_function
+(null where absent). Python 3 standard library only.
+
+The exp floor: distill_bench measures it once per candidate exponential (impl exp_floor_<name>:
+ours, xsimd, sleef) and records each candidate's measured error in its context
+(distill_exp_accuracy); the floor is the fastest candidate whose error is within EXP_ULP_BOUND on
+normal results (a result below the smallest normal number may be flushed to 0, as our contract
+allows) at the same thread count.
+
+COUNTS.jsonl (distill_count_exps) gives the vector exponentials per element of one call of each
+case; the callgrind files (distill_count_avx2 under valgrind, one dump per case, named by the
+benchmark) give the instructions of one call, divided here by the case's elements.
 
 Benchmark names are <case>/<impl>/<dtype>/<rows>x<cols>/threads:<n>[/real_time] (bench_common.hpp);
 the divergence family's cases are named by the divergence alone (forward_kl, reverse_kl, jsd,
@@ -22,7 +33,11 @@ import json
 import math
 import sys
 
-PEERS = ["reference", "eigen_naive", "torch_autograd", "torch_fused"]
+PEERS = ["reference", "eigen_naive", "torch_autograd", "torch_fused", "onednn"]
+# Our exponential's documented bound (detail/simd/exp.hpp: at most 2 ulp of float on normal results;
+# its double is xsimd's exp, "about 1 ulp", for which no tighter bound is written down): a candidate
+# of the exp floor must be within it to count.
+EXP_ULP_BOUND = 2.0
 # Peers that allocate their N x C temporaries on every call: a caching allocator may help them.
 ALLOCATING = {"eigen_naive", "torch_autograd", "torch_fused"}
 TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -66,6 +81,58 @@ def load(path, clock="real"):
         if key not in medians:
             medians[key] = dict(runs[0], ms=sum(r["ms"] for r in runs) / len(runs))
     return data.get("context", {}), medians
+
+
+def exp_accuracy(context):
+    """{(dtype, name): {"function": str, "max_ulp": float, "subnormal_max_ulp": float, "flushes": bool}}"""
+    out = {}
+    for line in context.get("distill_exp_accuracy", "").splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        fields = dict(p.split("=", 1) for p in parts[3:] if "=" in p)
+        out[(parts[0], parts[1])] = {
+            "function": parts[2],
+            "max_ulp": float(fields.get("max_ulp", "nan")),
+            "subnormal_max_ulp": float(fields.get("subnormal_max_ulp", "nan")),
+            "flushes": fields.get("flushes_subnormals") == "1",
+        }
+    return out
+
+
+def in_bound(acc, dtype):
+    """Within EXP_ULP_BOUND on normal results, and, below the normal range, no farther from the exact
+    value than a flush to 0 is (the smallest normal number: 2^23 or 2^52 smallest subnormals).
+    NaN compares false: an unmeasured candidate is not in bound."""
+    subnormal_limit = 2.0 ** (23 if dtype == "float" else 52)
+    return acc is not None and acc["max_ulp"] <= EXP_ULP_BOUND and acc["subnormal_max_ulp"] <= subnormal_limit
+
+
+def load_exp_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                row = json.loads(line)
+                counts[row["name"]] = row.get("exps_per_element")
+    return counts
+
+
+def load_callgrind(paths):
+    """{benchmark name: instructions of the dumped call} from callgrind dumps named by a client request."""
+    counts = {}
+    for path in paths:
+        name, total = None, None
+        with open(path, errors="replace") as f:
+            for line in f:
+                if line.startswith("desc: Trigger: Client Request: "):
+                    name = line.split("Client Request: ", 1)[1].strip()
+                elif line.startswith("summary:") or line.startswith("totals:"):
+                    total = int(line.split()[1])
+        if name and total is not None:
+            counts[name] = total
+    return counts
 
 
 def fmt_ms(v):
@@ -113,10 +180,25 @@ def main():
                     help="cpu: one-thread rows use the thread's CPU time (for runs on a busy machine)")
     ap.add_argument("--other-cpu", type=float, help="CPU seconds other processes used during the run")
     ap.add_argument("--wall", type=float, help="wall-clock seconds of the run")
+    ap.add_argument("--exp-counts", help="distill_count_exps output: exponentials per element of one call")
+    ap.add_argument("--callgrind", nargs="*", default=[], help="callgrind dumps of distill_count_avx2")
     args = ap.parse_args()
 
     context, results = load(args.main, args.clock)
     cached = load(args.cached, args.clock)[1] if args.cached else {}
+    accuracy = exp_accuracy(context)
+    exp_counts = load_exp_counts(args.exp_counts) if args.exp_counts else {}
+    instructions = load_callgrind(args.callgrind)
+
+    def exp_candidates(case, dtype, rows, cols, threads):
+        """[(ms, name, accurate)] of the case's exp floors, one per candidate exponential."""
+        out = []
+        for (c, impl, d, r, co, t), v in results.items():
+            if (c, d, r, co, t) != (case, dtype, rows, cols, threads) or not impl.startswith("exp_floor"):
+                continue
+            name = impl[len("exp_floor_"):] if impl.startswith("exp_floor_") else "ours"
+            out.append((v["ms"], name, in_bound(accuracy.get((dtype, name)), dtype) if accuracy else True))
+        return out
 
     # Rows in the order the binary ran them.
     order = []
@@ -133,9 +215,13 @@ def main():
     for (case, dtype, rows, cols, threads) in order:
         ours = get(case, "ours", dtype, rows, cols, threads)
         mem = get(case, "mem_floor", dtype, rows, cols, threads)
-        exp = get(case, "exp_floor", dtype, rows, cols, threads)
+        accurate = sorted((ms, name) for ms, name, ok in exp_candidates(case, dtype, rows, cols, threads) if ok)
+        exp = {"ms": accurate[0][0]} if accurate else None
+        exp_name = accurate[0][1] if accurate else None
         floors = [(x["ms"], name) for x, name in ((mem, "mem"), (exp, "exp")) if x]
         floor_ms, limit = max(floors) if floors else (None, "—")
+        if limit == "exp" and exp_name != "ours":
+            limit = f"exp ({exp_name})"
         peers, marks = {}, {}
         for p in PEERS:
             # The peers run on one thread: they sit in the threads = 1 rows only.
@@ -171,26 +257,42 @@ def main():
                 fmt_ms(ops["ms"]), fmt_ratio(ratio(ours["ms"], floor_ms)), fmt_ratio(ratio(ops["ms"], floor_ms)),
                 fmt_ratio(ratio(ours["ms"], ops["ms"])),
             ])
+        # Counts are of one call on one thread: they sit in the threads = 1 rows only.
+        bench_name = f"{case}/ours/{dtype}/{rows}x{cols}/threads:1"
+        counted_exps = exp_counts.get(bench_name) if threads == 1 else None
+        counted_instructions = instructions.get(bench_name) if threads == 1 else None
+        instructions_per_element = counted_instructions / (rows * cols) if counted_instructions else None
+        table[-1][-1:-1] = [
+            "—" if counted_exps is None else f"{counted_exps:.3g}",
+            "—" if instructions_per_element is None else f"{instructions_per_element:.3g}",
+        ]
+        if exps is not None and counted_exps is not None and abs(counted_exps - exps) > 0.05 * exps:
+            mismatches.append(f"{case} {dtype} {rows}x{cols}: the kernel evaluates {counted_exps:.3g} exps per "
+                              f"element (counted), the suite's kernel_transcendentals says {exps}")
         json_rows.append({
             "case": case, "rows": rows, "cols": cols, "dtype": dtype, "threads": threads,
             "ours_ms": ours["ms"], "floor_ms": floor_ms,
             "reference_ms": peers["reference"], "eigen_naive_ms": peers["eigen_naive"],
             "torch_autograd_ms": peers["torch_autograd"], "torch_fused_ms": peers["torch_fused"],
+            "onednn_ms": peers["onednn"],
             "temperature": ours["temperature"], "ops_floor_ms": ops["ms"] if ops else None,
             "kernel_exps_per_element": exps, "kernel_logs_per_element": logs,
+            "exps_per_element": counted_exps, "instructions_per_element_avx2": instructions_per_element,
+            "exp_floor_function": accuracy.get((dtype, exp_name), {}).get("function", exp_name) if exp_name else None,
         })
 
     header = ["case", "shape", "dtype", "threads", "ours (ms)", "floor (ms)", "limit", "ours / floor",
               "speedup vs 1 thread", "reference (ms)", "eigen naive (ms)", "torch autograd (ms)", "torch fused (ms)",
-              "reference / ours", "eigen / ours", "autograd / ours", "fused / ours", "best torch / ours"]
+              "onednn (ms)", "reference / ours", "eigen / ours", "autograd / ours", "fused / ours", "onednn / ours",
+              "exps / element", "instr / element (AVX2)", "best torch / ours"]
     out = sys.stdout
     described = []
     if args.machine:
         described.append(f"machine: {args.machine}")
     described.append(f"SIMD arch: {context.get('distill_simd_arch', '?')} "
                      f"(flags: {context.get('distill_arch_flags', '?')}); "
-                     f"exp floor measures {context.get('distill_exp_floor_function', '?')}; "
                      f"cores seen: {context.get('num_cpus', '?')}; libtorch: {context.get('distill_torch', '?')}; "
+                     f"oneDNN: {context.get('distill_onednn', '?')}; "
                      f"load average at start: {', '.join(f'{x:.2f}' for x in context.get('load_avg', [])) or '?'}")
     if args.commit:
         described.append(f"commit: {args.commit}")
@@ -205,6 +307,51 @@ def main():
           f"Times are medians (ms, {clock}); ratios come from the same run.", file=out)
     if cached_used:
         print("ʲ = faster under the caching allocator (jemalloc, LD_PRELOAD) than under glibc malloc.", file=out)
+    if exp_counts or instructions:
+        print("exps / element: vector exponentials of one call (distill_count_exps, lanes counted by "
+              "detail/simd/exp.hpp's DISTILL_COUNT_EXP_CALLS hook); instr / element (AVX2): instructions of one call "
+              "under callgrind, counted on the -mavx2 -mfma build (valgrind cannot run AVX-512 code).", file=out)
+
+    # The exp floor's candidates: speed (ns per element, the median over the one-thread cases of at
+    # least 100,000 elements) and accuracy, and which one the floor took.
+    if accuracy:
+        print(f"\nThe exp floor's candidates (the floor takes the fastest whose error is within {EXP_ULP_BOUND:g} ulp "
+              "on normal results; below the normal range a candidate may flush to 0, as our contract allows: its error there must not exceed the smallest normal number):\n",
+              file=out)
+        print("| dtype | candidate | function | ns / element (1 thread) | max ulp, normal results | "
+              "max ulp, subnormal results | flushes subnormals | in bound | fastest in bound |", file=out)
+        print("|---|---|---|---:|---:|---:|---|---|---|", file=out)
+        for (dtype, name), acc in accuracy.items():
+            per_element = sorted(
+                v["ms"] * 1e6 / (r * co * (v["exps"] or 1))
+                for (c, impl, d, r, co, t), v in results.items()
+                if impl == f"exp_floor_{name}" and d == dtype and t == 1 and r * co >= 100_000)
+            ns = per_element[len(per_element) // 2] if per_element else None
+            acc["ns"] = ns
+        for dtype in sorted({d for d, _ in accuracy}):
+            candidates = [(n, a) for (d, n), a in accuracy.items() if d == dtype]
+            fastest = min((a["ns"], n) for n, a in candidates if in_bound(a, dtype) and a["ns"] is not None)[1] \
+                if any(in_bound(a, dtype) and a["ns"] is not None for _, a in candidates) else None
+            for name, acc in candidates:
+                ns = "—" if acc["ns"] is None else f"{acc['ns']:.3f}"
+                print(f"| {dtype} | {name} | `{acc['function']}` | {ns} | {acc['max_ulp']:.3g} | "
+                      f"{acc['subnormal_max_ulp']:.3g} | {'yes' if acc['flushes'] else 'no'} | "
+                      f"{'yes' if in_bound(acc, dtype) else 'no'} | {'yes' if name == fastest else ''} |", file=out)
+
+    # The fixed cost of a call: the cases of one row, in microseconds per call.
+    fixed = [(k, get(*k[:1], "ours", *k[1:])) for k in order if k[2] == 1 and k[4] == 1]
+    if fixed:
+        print("\nFixed cost per call (one row; microseconds per call, one thread):\n", file=out)
+        print("| case | shape | dtype | ours (µs) | " + " | ".join(f"{p} (µs)" for p in PEERS) + " |", file=out)
+        print("|---|---|---|---:|" + "---:|" * len(PEERS), file=out)
+        for (case, dtype, rows, cols, threads), o in fixed:
+            cells = []
+            for p in PEERS:
+                r = get(case, p, dtype, rows, cols, 1)
+                c = cached.get((case, p, dtype, rows, cols, 1)) if p in ALLOCATING else None
+                best = min([x["ms"] for x in (r, c) if x], default=None)
+                cells.append("—" if best is None else f"{best * 1e3:.2f}")
+            print(f"| {case} | {rows}×{cols} | {dtype} | {o['ms'] * 1e3:.2f} | " + " | ".join(cells) + " |", file=out)
     if ops_table:
         ops_header = ["case", "shape", "dtype", "threads", "T", "exps / element", "logs / element", "ours (ms)",
                       "exp floor (ms)", "ops floor (ms)", "ours / floor", "ops floor / floor", "ours / ops floor"]

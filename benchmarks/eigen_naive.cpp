@@ -81,6 +81,14 @@ void softmax(const matrix<Scalar>& s, matrix<Scalar>& out, Scalar temperature) {
     out.array().colwise() /= sum;
 }
 
+// log_softmax(s / T): z - max - log sum exp(z - max), one N x C temporary.
+template <class Scalar>
+void log_softmax_into(const matrix<Scalar>& s, matrix<Scalar>& out, Scalar temperature) {
+    array<Scalar> z = s.array();
+    if (temperature != 1) z /= temperature;
+    out.array() = log_softmax(z);
+}
+
 template <class Scalar>
 double call(const case_spec& c, inputs<Scalar>& in) {
     const auto temperature = static_cast<Scalar>(c.temperature);
@@ -89,6 +97,7 @@ double call(const case_spec& c, inputs<Scalar>& in) {
         return distillation(in.student, in.teacher, in.labels, in.out, temperature, static_cast<Scalar>(c.alpha));
     case loss_kind::kl: return kl(in.student, in.teacher, in.out, temperature);
     case loss_kind::softmax: softmax(in.student, in.out, temperature); return 0;
+    case loss_kind::log_softmax: log_softmax_into(in.student, in.out, temperature); return 0;
     case loss_kind::divergence: break; // not registered (register_eigen_naive)
     }
     return 0;

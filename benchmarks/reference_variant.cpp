@@ -39,9 +39,12 @@ double kl(const Scalar* s, const Scalar* t, Scalar* g, std::ptrdiff_t rows, std:
 }
 
 template <class Scalar>
-double soft(const Scalar* s, Scalar* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature) {
+double soft(const Scalar* s, Scalar* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature, bool log) {
     out_map<Scalar> out(o, rows, cols);
-    distill::softmax(in_map<Scalar>(s, rows, cols), out, temperature);
+    if (log)
+        distill::log_softmax(in_map<Scalar>(s, rows, cols), out, temperature);
+    else
+        distill::softmax(in_map<Scalar>(s, rows, cols), out, temperature);
     return 0;
 }
 
@@ -64,10 +67,18 @@ double kl_loss_and_grad(const double* s, const double* t, double* g, std::ptrdif
     return kl(s, t, g, rows, cols, temperature);
 }
 double softmax(const float* s, float* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature) {
-    return soft(s, o, rows, cols, temperature);
+    return soft(s, o, rows, cols, temperature, false);
 }
 double softmax(const double* s, double* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature) {
-    return soft(s, o, rows, cols, temperature);
+    return soft(s, o, rows, cols, temperature, false);
+}
+
+double log_softmax(const float* s, float* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature) {
+    return soft(s, o, rows, cols, temperature, true);
+}
+
+double log_softmax(const double* s, double* o, std::ptrdiff_t rows, std::ptrdiff_t cols, double temperature) {
+    return soft(s, o, rows, cols, temperature, true);
 }
 
 } // namespace distill_bench::reference_variant

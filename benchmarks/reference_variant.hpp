@@ -32,5 +32,9 @@ DISTILL_BENCH_REFERENCE_API double softmax(const float* s, float* out, std::ptrd
                                            double temperature);
 DISTILL_BENCH_REFERENCE_API double softmax(const double* s, double* out, std::ptrdiff_t rows, std::ptrdiff_t cols,
                                            double temperature);
+DISTILL_BENCH_REFERENCE_API double log_softmax(const float* s, float* out, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                               double temperature);
+DISTILL_BENCH_REFERENCE_API double log_softmax(const double* s, double* out, std::ptrdiff_t rows, std::ptrdiff_t cols,
+                                               double temperature);
 
 } // namespace distill_bench::reference_variant

@@ -10,8 +10,8 @@
 //   allocated and touched once, before timing (out= variants and in-place ops only):
 //     grad = alpha*T/N * (q - p) + (1-alpha)/N * (r - onehot(y)).
 //
-// Softmax forward: torch::softmax(s, 1) (a fresh tensor per call) against _softmax_out into a
-// preallocated tensor.
+// Softmax and log_softmax forward: torch::softmax(s, 1) / torch::log_softmax(s, 1) (a fresh tensor
+// per call) against _softmax_out / _log_softmax_out into a preallocated tensor.
 //
 // The divergence family (torch_autograd only): for each divergence the composite its users write,
 // from the code that popularised it, with autograd, times T^2 as our divergence_loss is by default
@@ -135,7 +135,7 @@ void torch_autograd(benchmark::State& state, case_spec c) {
     const torch::Tensor t = view(in.teacher);
     const torch::Tensor y = torch::from_blob(in.labels.data(), {c.rows}, torch::kLong);
     torch::Tensor result; // softmax's output, or the gradient of the losses
-    if (c.kind != loss_kind::softmax) s.requires_grad_(true);
+    if (!is_softmax(c.kind)) s.requires_grad_(true);
 
     const auto call = [&]() -> double {
         switch (c.kind) {
@@ -168,13 +168,16 @@ void torch_autograd(benchmark::State& state, case_spec c) {
         case loss_kind::softmax:
             result = T == 1 ? torch::softmax(s, 1) : torch::softmax(s / T, 1);
             return 0;
+        case loss_kind::log_softmax:
+            result = T == 1 ? torch::log_softmax(s, 1) : torch::log_softmax(s / T, 1);
+            return 0;
         }
         return 0;
     };
 
     // Each call's output lives until the next call replaces it, as in a training loop.
     run_timed(state, c, in, call, [&] { view(in.out).copy_(result); });
-    if (c.kind != loss_kind::softmax) s.requires_grad_(false);
+    if (!is_softmax(c.kind)) s.requires_grad_(false);
 }
 
 // The hand-fused variant's buffers, allocated and touched (zero-filled) once per shape and type and
@@ -252,6 +255,14 @@ void torch_fused(benchmark::State& state, case_spec c) {
             } else {
                 at::mul_out(zs, s, 1 / T);
                 at::_softmax_out(g, zs, 1, false);
+            }
+            return 0;
+        case loss_kind::log_softmax:
+            if (T == 1) {
+                at::_log_softmax_out(g, s, 1, false);
+            } else {
+                at::mul_out(zs, s, 1 / T);
+                at::_log_softmax_out(g, zs, 1, false);
             }
             return 0;
         case loss_kind::divergence: break; // not registered (register_torch)

@@ -68,6 +68,28 @@ TEMPLATE_TEST_CASE("loss_and_grad allocates nothing", "[allocation]", float, dou
     }
 }
 
+TEMPLATE_TEST_CASE("a top-k teacher's calls allocate nothing", "[allocation][top_k]", float, double) {
+    const Eigen::Index N = 8, C = 5000, k = 30;
+    const auto s = distill_test::random_logits<TestType>(N, C, 7);
+    auto y = distill_test::random_labels(N, C, 8);
+    y[3] = -100;
+    Eigen::Matrix<std::int64_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> indices(N, k);
+    matrix<TestType> values(N, k), g(N, C);
+    for (Eigen::Index i = 0; i < N; ++i)
+        for (Eigen::Index j = 0; j < k; ++j) indices(i, j) = (i * 131 + j * 97) % C, values(i, j) = TestType(-4);
+    for (const distill::top_k_mode mode : {distill::top_k_mode::tail_bucket, distill::top_k_mode::renormalize}) {
+        const distill::top_k_distillation_loss<TestType> kd(
+            {.temperature = 2.0, .alpha = 0.5, .label_smoothing = 0.1, .teacher = distill::teacher_input::log_probabilities},
+            {.mode = mode});
+        const long before = allocations.load();
+        const distill::loss_value v = kd.loss_and_grad(s, distill::top_k(indices, values), y, g);
+        kd.loss(s, distill::top_k(indices, values), y);
+        const long after = allocations.load();
+        CHECK(after - before == 0);
+        CHECK(v.rows_counted == N - 1);  // the calls above really ran
+    }
+}
+
 TEMPLATE_TEST_CASE("the sharded calls and the merges allocate nothing", "[allocation]", float, double) {
     // One rank of two over a vocabulary of 2C, its records merged with the other's (here the same
     // columns again, standing in for them); every divergence shape: forward KL, normalise-first,

@@ -47,7 +47,38 @@ void* run(void* arg) {
     return nullptr;
 }
 
+// Runs call() on a thread whose stack is stack_bytes.
+template <class Call>
+void on_small_stack(Call& call) {
+    pthread_attr_t attr;
+    REQUIRE(pthread_attr_init(&attr) == 0);
+    REQUIRE(pthread_attr_setstacksize(&attr, stack_bytes) == 0);
+    pthread_t thread;
+    REQUIRE(pthread_create(&thread, &attr, [](void* c) -> void* { (*static_cast<Call*>(c))(); return nullptr; }, &call) == 0);
+    REQUIRE(pthread_join(thread, nullptr) == 0);
+    pthread_attr_destroy(&attr);
+}
+
 }  // namespace
+
+TEST_CASE("a top-k teacher's call runs on a thread with a 64 KiB stack", "[stack][top_k]") {
+    const Eigen::Index N = 4, C = 70001, k = 1024;  // the most classes a row may have: the largest sorted copy
+    const auto s = distill_test::random_logits<float>(N, C, 34);
+    const auto y = distill_test::random_labels(N, C, 35);
+    Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> indices(N, k);
+    matrix<float> values = matrix<float>::Constant(N, k, -8.0f), g(N, C), g_main(N, C);
+    for (Eigen::Index i = 0; i < N; ++i)
+        for (Eigen::Index j = 0; j < k; ++j) indices(i, j) = static_cast<std::int32_t>((j * 67 + i) % C);
+    const distill::top_k_distillation_loss<float> kd({.temperature = 2.0, .alpha = 0.6, .teacher = distill::teacher_input::log_probabilities});
+    distill::loss_value v;
+    bool ok = false;
+    auto call = [&] { ok = kd.try_loss_and_grad(s, distill::top_k(indices, values), y, g, v).ok(); };
+    on_small_stack(call);
+    REQUIRE(ok);
+    const auto v_main = kd.loss_and_grad(s, distill::top_k(indices, values), y, g_main);
+    CHECK(std::memcmp(&v.total, &v_main.total, sizeof(double)) == 0);
+    CHECK(std::memcmp(g.data(), g_main.data(), sizeof(float) * static_cast<std::size_t>(N * C)) == 0);
+}
 
 TEST_CASE("a loss call runs on a thread with a 64 KiB stack", "[stack]") {
     for (auto [N, C] : {std::pair<Eigen::Index, Eigen::Index>{3, 70001}, {80, 5000}}) {

@@ -323,6 +323,11 @@ TEST_CASE("top-k teachers as tensors, matrix_refs and 32-bit indices", "[top_k]"
     const distill::loss_value t = loss.loss_and_grad(st, distill::top_k(it, vt), distill::no_labels, gt);
     REQUIRE(t.total == m.total);
     REQUIRE(std::equal(gt.data(), gt.data() + gt.size(), g.data()));
+    // [batch, time] must agree, not only their product.
+    Eigen::TensorMap<const Eigen::Tensor<std::int32_t, 3, Eigen::RowMajor>> it_swapped(it.data(), L, B, k);
+    Eigen::TensorMap<const Eigen::Tensor<float, 3, Eigen::RowMajor>> vt_swapped(top.values.data(), L, B, k);
+    REQUIRE_THROWS_WITH(loss.loss_and_grad(st, distill::top_k(it_swapped, vt_swapped), distill::no_labels, gt),
+                        Contains("teacher indices are [3, 2, 5] and values [3, 2, 5]; both must be 6 x k"));
 
     matrix<float> g2(B * L, C);
     const distill::loss_value r = loss.loss_and_grad(

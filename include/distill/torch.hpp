@@ -36,6 +36,7 @@
 #include "kl_divergence.hpp"
 #include "logits.hpp"
 #include "reduction.hpp"
+#include "top_k_distillation_loss.hpp"
 
 namespace distill::autograd {
 
@@ -197,10 +198,35 @@ struct fused_loss_function : ::torch::autograd::Function<fused_loss_function> {
 
 // Runs `Loss<T>` with `options` on the prepared views: through the autograd Function when the
 // student needs a gradient, as a plain loss() call otherwise.
+// A top-k teacher's indices (int64 or int32) and values, [..., k] each with the student's leading shape.
+struct top_k_tensors {
+    const at::Tensor& indices;
+    const at::Tensor& values;
+    top_k_options options;
+};
+
+inline void check_top_k(const char* name, const at::Tensor& student, const top_k_tensors& top) {
+    const auto leading = student.sizes().slice(0, static_cast<std::size_t>(student.dim() - 1));
+    for (const at::Tensor* t : {&top.indices, &top.values}) {
+        const char* what = t == &top.indices ? "teacher indices" : "teacher values";
+        TORCH_CHECK_VALUE(t->defined() && t->dim() == student.dim() && t->sizes().slice(0, leading.size()) == leading,
+                          name, ": ", what, " must be [..., k] with the student's leading shape ", leading, ", got ",
+                          t->defined() ? c10::str(t->sizes()) : std::string("an undefined tensor"));
+        TORCH_CHECK_VALUE(t->device().is_cpu(), name, ": distill runs on the CPU, got ", what, " on ", t->device());
+    }
+    TORCH_CHECK_TYPE(top.indices.scalar_type() == at::kLong || top.indices.scalar_type() == at::kInt, name,
+                     ": teacher indices must be int64 or int32, got ", top.indices.scalar_type());
+    TORCH_CHECK_TYPE(top.values.scalar_type() == student.scalar_type(), name,
+                     ": teacher values must have the student's dtype (", student.scalar_type(), "), got ",
+                     top.values.scalar_type());
+}
+
 template <template <class> class Loss, class Options, class Exec>
 loss_tensors run(const char* name, const Options& options, Exec&& exec, const at::Tensor& student,
-                 const at::Tensor* teacher, const at::Tensor* labels, const at::Tensor& mask) {
+                 const at::Tensor* teacher, const at::Tensor* labels, const at::Tensor& mask,
+                 const top_k_tensors* top = nullptr) {
     check_student(name, student);
+    if (top != nullptr) check_top_k(name, student, *top);
     if (teacher != nullptr) {
         teacher_input kind = teacher_input::logits;
         if constexpr (requires { options.teacher; }) kind = options.teacher;
@@ -224,22 +250,37 @@ loss_tensors run(const char* name, const Options& options, Exec&& exec, const at
                            : std::span<double>{};
         const per_row rows_io{mask_span, loss_span};
         const loss_value v = translating_errors([&] {
-            const Loss<T> loss(options);  // validates the options
-            if (grad != nullptr) {
-                const matrix_ref<T> g{grad->data_ptr<T>(), s.rows, s.cols};
+            if constexpr (std::is_same_v<Loss<T>, distill::top_k_distillation_loss<T>>) {
+                at::Tensor index_storage, value_storage;
+                const matrix_ref<const T> values = rows_of<T>(top->values, value_storage);
+                const Loss<T> loss(options, top->options);
+                const auto with_indices = [&]<class I>() {
+                    const matrix_ref<const I> indices = rows_of<I>(top->indices, index_storage);
+                    if (grad != nullptr)
+                        return loss.loss_and_grad(exec, s, top_k(indices, values), label_span,
+                                                  matrix_ref<T>{grad->data_ptr<T>(), s.rows, s.cols}, rows_io);
+                    return loss.loss(exec, s, top_k(indices, values), label_span, rows_io);
+                };
+                return top->indices.scalar_type() == at::kLong ? with_indices.template operator()<std::int64_t>()
+                                                               : with_indices.template operator()<std::int32_t>();
+            } else {
+                const Loss<T> loss(options);  // validates the options
+                if (grad != nullptr) {
+                    const matrix_ref<T> g{grad->data_ptr<T>(), s.rows, s.cols};
+                    if constexpr (Loss<T>::input_count == 3)
+                        return loss.loss_and_grad(exec, s, t, label_span, g, rows_io);
+                    else if constexpr (requires { options.label_smoothing; })  // cross_entropy
+                        return loss.loss_and_grad(exec, s, label_span, g, rows_io);
+                    else
+                        return loss.loss_and_grad(exec, s, t, g, rows_io);
+                }
                 if constexpr (Loss<T>::input_count == 3)
-                    return loss.loss_and_grad(exec, s, t, label_span, g, rows_io);
-                else if constexpr (requires { options.label_smoothing; })  // cross_entropy
-                    return loss.loss_and_grad(exec, s, label_span, g, rows_io);
+                    return loss.loss(exec, s, t, label_span, rows_io);
+                else if constexpr (requires { options.label_smoothing; })
+                    return loss.loss(exec, s, label_span, rows_io);
                 else
-                    return loss.loss_and_grad(exec, s, t, g, rows_io);
+                    return loss.loss(exec, s, t, rows_io);
             }
-            if constexpr (Loss<T>::input_count == 3)
-                return loss.loss(exec, s, t, label_span, rows_io);
-            else if constexpr (requires { options.label_smoothing; })
-                return loss.loss(exec, s, label_span, rows_io);
-            else
-                return loss.loss(exec, s, t, rows_io);
         });
         const auto scalar = [&](double x) { return at::scalar_tensor(x, student.options()); };
         return {per_row_losses ? losses.to(student.scalar_type()) : scalar(v.total), scalar(v.soft), scalar(v.hard),
@@ -297,6 +338,19 @@ loss_tensors distillation_loss(const at::Tensor& student, const at::Tensor& teac
                                Exec&& exec = at_parallel) {
     return internal::run<distill::distillation_loss>("distillation_loss", options, exec, student, &teacher, &labels,
                                                      row_mask);
+}
+
+// alpha T^2 D(p, q) + (1 - alpha) CE(s, y) against a teacher kept as its top k classes per row
+// (top_k_distillation_loss.hpp): indices int64 or int32 and values of the student's dtype, each
+// [..., k] with the student's leading shape.
+template <class Exec = const at_parallel_executor&>
+loss_tensors top_k_distillation_loss(const at::Tensor& student, const at::Tensor& indices, const at::Tensor& values,
+                                     const at::Tensor& labels, const distillation_options& options,
+                                     const top_k_options& top = {}, const at::Tensor& row_mask = {},
+                                     Exec&& exec = at_parallel) {
+    const internal::top_k_tensors teacher{indices, values, top};
+    return internal::run<distill::top_k_distillation_loss>("top_k_distillation_loss", options, exec, student, nullptr,
+                                                           &labels, row_mask, &teacher);
 }
 
 }  // namespace distill::autograd

@@ -105,15 +105,16 @@ struct backend<no_simd> {
     static double row_max(const T* s, std::ptrdiff_t C) noexcept {
         return reference::row_max(s, C);
     }
-    template <class T>
+    // The reference recomputes e_q in the gradient sweep: nothing is parked.
+    template <class T, class G>
     static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
-                                         double ms, const row_terms& k) noexcept {
+                                         double ms, const row_terms& k, G*) noexcept {
         return reference::top_k_sums(s, C, entries, ms, k);
     }
     template <class T, class G, class SoftAt>
     static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                                double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
-                               SoftAt&& soft_at, G* grad) noexcept {
+                               SoftAt&& soft_at, bool, G* grad) noexcept {
         reference::top_k_gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, grad);
     }
 };
@@ -187,18 +188,19 @@ struct backend {
     static double row_max(const T* s, std::ptrdiff_t C) noexcept {
         return simd::row_max<Arch>(s, C);
     }
-    template <class T>
+    // `park` (the row's gradient buffer, or null) receives e_q from the sums sweep; `parked` says so.
+    // A 16-bit gradient buffer is never given as `park` (top_k_row.hpp).
+    template <class T, class G>
     static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
-                                         double ms, const row_terms& k) noexcept {
-        // The sums never touch the gradient: any gradient type names the kernel.
-        return simd::with_top_k_kernel<Arch, T, T>(k, [&]<class Kernel>() { return Kernel::sums(s, C, entries, ms, k); });
+                                         double ms, const row_terms& k, G* park) noexcept {
+        return simd::with_top_k_kernel<Arch, T, G>(k, [&]<class Kernel>() { return Kernel::sums(s, C, entries, ms, k, park); });
     }
     template <class T, class G, class SoftAt>
     static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                                double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
-                               SoftAt&& soft_at, G* grad) noexcept {
+                               SoftAt&& soft_at, bool parked, G* grad) noexcept {
         simd::with_top_k_kernel<Arch, T, G>(k, [&]<class Kernel>() {
-            Kernel::gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, grad);
+            Kernel::gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, parked, grad);
         });
     }
 };

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <utility>
 
 #include "../reduction.hpp"
@@ -365,27 +366,35 @@ status make_plan(const loss_config& o, const loss_call<T, Label, G>& c, loss_pla
     return {};
 }
 
-// Adds the pieces up in their fixed order.
-template <class Isa, class T, class Label, class G>
-status finish_plan(const loss_plan<Isa, T, Label, G>& plan, loss_value& out) noexcept {
-    const loss_config& o = *plan.options;
+// Adds the pieces up in their fixed order into `out`, or returns bad_row(piece) for the first piece
+// that met a row without a softmax.
+template <class BadRow>
+status add_pieces(std::span<const piece_result> pieces, const loss_weights& weights, std::int64_t counted,
+                  double weight_sum, loss_value& out, BadRow&& bad_row) noexcept {
     double soft_sum = 0, hard_sum = 0;
-    for (std::ptrdiff_t p = 0; p < plan.piece_count; ++p) {
-        const piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
-        if (r.bad_row >= 0)
-            return status::error(errc::invalid_argument,
-                                 "%s: row %td of the %s logits is entirely -inf (every class masked), so its "
-                                 "softmax is undefined",
-                                 o.loss_name, r.bad_row, r.bad_teacher ? "teacher" : "student");
+    for (const piece_result& r : pieces) {
+        if (r.bad_row >= 0) return bad_row(r);
         soft_sum += r.soft;
         hard_sum += r.hard;
     }
-    out.soft = plan.weights.reduction * soft_sum;
-    out.hard = plan.weights.hard_reduction * hard_sum;
+    out.soft = weights.reduction * soft_sum;
+    out.hard = weights.hard_reduction * hard_sum;
     out.total = out.soft + out.hard;
-    out.rows_counted = plan.counted;
-    out.weight_sum = plan.weight_sum;
+    out.rows_counted = counted;
+    out.weight_sum = weight_sum;
     return {};
+}
+
+template <class Isa, class T, class Label, class G>
+status finish_plan(const loss_plan<Isa, T, Label, G>& plan, loss_value& out) noexcept {
+    const loss_config& o = *plan.options;
+    return add_pieces(std::span(plan.pieces).first(static_cast<std::size_t>(plan.piece_count)), plan.weights,
+                      plan.counted, plan.weight_sum, out, [&](const piece_result& r) {
+                          return status::error(errc::invalid_argument,
+                                               "%s: row %td of the %s logits is entirely -inf (every class masked), "
+                                               "so its softmax is undefined",
+                                               o.loss_name, r.bad_row, r.bad_teacher ? "teacher" : "student");
+                      });
 }
 
 template <class Isa, class T, class Label, class G, class Exec>

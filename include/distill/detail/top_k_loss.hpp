@@ -59,7 +59,14 @@ inline status check_top_k_options(const loss_config& o, const top_k_terms& tk) n
 template <class T, class I, class Label, class G>
 status check_top_k_shapes(const loss_config& o, const top_k_call<T, I, Label, G>& c) noexcept {
     const auto N = c.dense.student.rows, C = c.dense.student.cols;
-    if (c.indices.rows != N || c.values.rows != N || c.values.cols != c.indices.cols)
+    // Tensors keep their leading dimensions: [2, 3, k] indices do not fit a [3, 2, V] student.
+    const auto same_leading = [&](const auto& v) {
+        const view_shape& a = v.shape;
+        const view_shape& b = c.dense.student.shape;
+        return a.rank == 0 || b.rank == 0 || (a.rank == b.rank && (a.rank < 3 || (a.extents[0] == b.extents[0])));
+    };
+    if (c.indices.rows != N || c.values.rows != N || c.values.cols != c.indices.cols || !same_leading(c.indices) ||
+        !same_leading(c.values))
         return status::error(errc::invalid_argument,
                              "%s: teacher indices are %s and values %s; both must be %td x k (the student's rows)",
                              o.loss_name, format_shape(c.indices).c_str(), format_shape(c.values).c_str(), N);
@@ -214,6 +221,8 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
                 if (status s = check_top_k_row(o, tk, c, i, entries); !s) return s;
     }
     plan_terms<T>(o, k.soft, k.hard, plan.weight_sum, plan.hard_weight_sum, k, plan.weights);
+    k.grad_in_place = d.has_grad && static_cast<const void*>(d.grad.data) == static_cast<const void*>(d.student.data) &&
+                      d.student.rows > 0;
     plan.options = &o;
     plan.call = &c;
     plan.top = tk;
@@ -222,28 +231,19 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
         exec(std::ptrdiff_t{0}, plan.piece_count,
              [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept { run_top_k_pieces(plan, first, last); });
 
-    double soft_sum = 0, hard_sum = 0;
-    for (std::ptrdiff_t p = 0; p < plan.piece_count; ++p) {
-        const piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
-        if (r.bad_row >= 0)
-            return r.bad_teacher
-                       ? status::error(errc::invalid_argument,
-                                       "%s: row %td of the teacher's top-k has no mass (every entry padding, -inf or 0), "
-                                       "so top_k_mode::renormalize has no distribution to renormalise",
-                                       o.loss_name, r.bad_row)
-                       : status::error(errc::invalid_argument,
-                                       "%s: row %td of the student logits is entirely -inf (every class masked), so its "
-                                       "softmax is undefined",
-                                       o.loss_name, r.bad_row);
-        soft_sum += r.soft;
-        hard_sum += r.hard;
-    }
-    out.soft = plan.weights.reduction * soft_sum;
-    out.hard = plan.weights.hard_reduction * hard_sum;
-    out.total = out.soft + out.hard;
-    out.rows_counted = plan.counted;
-    out.weight_sum = plan.weight_sum;
-    return {};
+    return add_pieces(std::span(plan.pieces).first(static_cast<std::size_t>(plan.piece_count)), plan.weights,
+                      plan.counted, plan.weight_sum, out, [&](const piece_result& r) {
+                          return r.bad_teacher
+                                     ? status::error(errc::invalid_argument,
+                                                     "%s: row %td of the teacher's top-k has no mass (every entry "
+                                                     "padding, -inf or 0), so top_k_mode::renormalize has no "
+                                                     "distribution to renormalise",
+                                                     o.loss_name, r.bad_row)
+                                     : status::error(errc::invalid_argument,
+                                                     "%s: row %td of the student logits is entirely -inf (every class "
+                                                     "masked), so its softmax is undefined",
+                                                     o.loss_name, r.bad_row);
+                      });
 }
 
 }  // namespace distill::detail

@@ -22,6 +22,7 @@
 #include "divergences.hpp"
 #include "row_statistics.hpp"
 #include "row_terms.hpp"
+#include "storage_type.hpp"
 
 namespace distill::detail {
 
@@ -130,7 +131,10 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
                      std::int64_t label, const row_terms& k, const top_k_terms& tk, G* grad) noexcept {
     row_result out;
     const double ms = Kernels::template row_max<T>(s, C);
-    const top_k_student_sums sums = Kernels::template top_k_sums<T>(s, C, entries, ms, k);
+    // The gradient sweep reads e_q back from here: the gradient buffer unless it is the student
+    // logits or 16 bits wide (e_q rounded to 8 or 11 bits), where e_q is recomputed.
+    G* park = can_park_in<G> && grad && !k.grad_in_place ? grad : nullptr;
+    const top_k_student_sums sums = Kernels::template top_k_sums<T>(s, C, entries, ms, k, park);
     row_stats st;
     st.ms = ms;
     st.zq = sums.z_tail + sums.z_top;
@@ -148,7 +152,9 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
                  k.hard_r_weight(classes) * std::log(sums.zr);
     }
     if (!k.soft) {
-        if (grad) Kernels::template top_k_gradient<T>(s, C, entries, ms, 0.0, sums.zr, label, k, [](const top_k_entry&, double) { return 0.0; }, grad);
+        if (grad)
+            Kernels::template top_k_gradient<T>(s, C, entries, ms, 0.0, sums.zr, label, k,
+                                                [](const top_k_entry&, double) { return 0.0; }, park != nullptr, grad);
         return out;
     }
     with_divergence(k.divergence, [&]<class Policy>() {
@@ -179,7 +185,7 @@ row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<co
         Kernels::template top_k_gradient<T>(
             s, C, entries, ms, tail_coefficient, sums.zr, label, k,
             [&](const top_k_entry& e, double s_c) { return k.soft_grad * Policy::gradient(element_of(e, s_c), value, k.params); },
-            grad);
+            park != nullptr, grad);
     });
     return out;
 }

@@ -11,6 +11,12 @@
 // Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf);
 // knowing x <= 0 leaves Cody-Waite range reduction, a degree-6 polynomial and one integer add into
 // the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
+//
+// Counting (tests and the benchmark suite only): a program that defines DISTILL_COUNT_EXP_CALLS
+// before including distill gets `exp_lanes`, the lanes of every vector exponential evaluated here
+// (each call adds its batch's lane count), so that a test can pin the exponentials per element a
+// kernel spends. Without the macro the hook expands to nothing. The kernels' per-block scalar
+// std::exp rescales are not counted: they are per block, not per element.
 #pragma once
 
 #include <cstdint>
@@ -20,11 +26,23 @@
 #include "../vector_ops.hpp"
 #include "compat.hpp"
 
+#ifdef DISTILL_COUNT_EXP_CALLS
+#include <atomic>
+namespace distill::detail::simd {
+// Relaxed atomic: an executor may evaluate rows on several threads.
+inline std::atomic<std::uint64_t> exp_lanes{0};
+}  // namespace distill::detail::simd
+#define DISTILL_COUNT_EXP(V) ::distill::detail::simd::exp_lanes.fetch_add(V::size, std::memory_order_relaxed)
+#else
+#define DISTILL_COUNT_EXP(V) ((void)0)
+#endif
+
 namespace distill::detail::simd {
 
 template <class Arch>
 DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>& x) noexcept {
     using V = xsimd::batch<float, Arch>;
+    DISTILL_COUNT_EXP(V);
     // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in a part exact in float (hi) and the rest (lo)
     // so that n * hi is exact for |n| <= 127 (Cody & Waite 1980).
     const V n = xsimd::nearbyint(x * V(1.44269504088896341f));
@@ -47,6 +65,7 @@ DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::bat
 template <class Arch>
 DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
     using V = xsimd::batch<double, Arch>;
+    DISTILL_COUNT_EXP(V);
     // Where the ISA has no vector double -> int64 conversion (AVX2), xsimd converts round(x / ln2)
     // lane by lane in C++, which is undefined behaviour for -inf (masked classes, tail fill), NaN
     // and x < -6.4e18 (UBSan reports it). Below -1000 the result is 0 anyway (xsimd flushes from

@@ -3,7 +3,9 @@
 // Contract: as reference/top_k_row.hpp; noexcept, no allocation, any C >= 1, any alignment. The
 // stretches between the teacher's classes run vectorised, with a masked tail each; the k classes
 // themselves are scalar, in double. Sweeps: the row's max; the sums (one exponential per element,
-// two for the hard term at a fractional T); the gradient (the same again).
+// two for the hard term at a fractional T), parking e_q in the gradient buffer when there is one
+// and it is not the student logits; the gradient, from the parked e_q (no exponential; at a
+// fractional T with the hard term, r's own exponential), or recomputing e_q in place.
 #pragma once
 
 #include <cmath>
@@ -43,8 +45,10 @@ struct top_k_kernel {
     static constexpr std::ptrdiff_t W = V::size;
     static constexpr T minus_inf = -std::numeric_limits<T>::infinity();
 
+    // `park`, when not null, receives e_q of every column outside the teacher's classes, for the
+    // gradient sweep to read back instead of recomputing it (never a 16-bit buffer: top_k_row.hpp).
     static top_k_student_sums sums(const In* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
-                                   const row_terms& k) noexcept {
+                                   const row_terms& k, Out* park) noexcept {
         top_k_student_sums out;
         const double shift = shift_of(ms);
         const V v_shift(static_cast<T>(shift)), v_inv_t(static_cast<T>(k.inv_temperature));
@@ -60,6 +64,8 @@ struct top_k_kernel {
                         const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
                         const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
                         part_z += e_q;
+                        if constexpr (shape::parks)
+                            if (park) store<Arch>(park + i, n, e_q);
                         if constexpr (Hard) {
                             part_r += shape::r_from(e_q, shifted, k);
                             if (smooth) {
@@ -89,10 +95,11 @@ struct top_k_kernel {
         return out;
     }
 
+    // `parked`: the sums sweep left e_q in `grad` outside the teacher's classes.
     template <class SoftAt>
     static void gradient(const In* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                          double tail_coefficient, double zr, std::int64_t label, const row_terms& k, SoftAt&& soft_at,
-                         Out* grad) noexcept {
+                         bool parked, Out* grad) noexcept {
         row_stats st;
         st.zr = zr;
         const typename shape::hard_part hard(k, st, C);
@@ -104,9 +111,18 @@ struct top_k_kernel {
         for_each_run(
             C, entries,
             [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
+                if (shape::parks && parked && !(Hard && Power == 0)) {  // e_q (and r from it) without s or an exponential
+                    for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                        const V e_q = load<Arch>(grad + i, n, T(0));
+                        V g = coef_tail * e_q;
+                        if constexpr (Hard) g += hard.at(e_q, e_q, k, i, n);
+                        shape::store_gradient(grad, i, n, g, label, k);
+                    });
+                    return;
+                }
                 for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                     const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
-                    const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
+                    const V e_q = shape::parks && parked ? load<Arch>(grad + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
                     V g = coef_tail * e_q;
                     if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
                     shape::store_gradient(grad, i, n, g, label, k);
