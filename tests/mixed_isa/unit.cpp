@@ -36,8 +36,10 @@ unit_result DISTILL_UNIT() {
                    .divergence;
 
     // The same row in bfloat16, whose conversions (narrow_load_store.hpp) are templates of the
-    // instruction set too, with a 16-bit gradient (the store path). In std::vectors: Eigen's own
-    // allocator differs between units of different alignments, and the linker keeps one copy of it.
+    // instruction set too, with a 16-bit gradient (the store path). In std::vectors: Eigen matrices of
+    // bfloat16 here crashed the program (heap corruption), as Eigen's inline allocation functions
+    // differ between units of different alignments (EIGEN_MAX_ALIGN_BYTES 16 or 64) and the linker
+    // keeps one copy of each, so memory may be freed by another unit's function than allocated it.
     using bf16 = Eigen::bfloat16;
     std::vector<bf16> s16(C), t16(C), g16(C);
     for (Eigen::Index c = 0; c < C; ++c) s16[c] = bf16(s(0, c)), t16[c] = bf16(t(0, c));
