@@ -5,6 +5,11 @@
 #include "ours_call.hpp"
 #include "reference_variant.hpp"
 
+#include <distill/distill.hpp>
+
+#include <span>
+#include <string>
+
 namespace distill_bench {
 namespace {
 
@@ -47,6 +52,37 @@ void dense(benchmark::State& state, case_spec c) {
     run_timed(state, c, in, [&] { return loss.loss_and_grad(in.student, in.teacher, distill::no_labels, in.out).total; });
 }
 
+// The float case's inputs rounded to bfloat16, with the gradient in bfloat16 or in float (G): what a
+// bf16 training step hands the loss. Reads 2 + 2 bytes and writes sizeof(G) per element, against
+// float's 4 + 4 + 4.
+using bf16 = Eigen::bfloat16;
+
+struct bf16_inputs {
+    matrix<bf16> student, teacher;
+};
+const bf16_inputs& bf16_inputs_for(const inputs<float>& in) {
+    static const bf16_inputs cached{in.student.cast<bf16>(), in.teacher.cast<bf16>()};  // one shape only
+    return cached;
+}
+
+template <class G>
+void ours_bf16(benchmark::State& state, case_spec c) {
+    auto& in = inputs_for<float>(c.rows, c.cols);
+    const bf16_inputs& half = bf16_inputs_for(in);
+    matrix<G> grad = matrix<G>::Zero(c.rows, c.cols);  // touched before the timed loop
+    const distill::distillation_loss<bf16> loss({.temperature = c.temperature, .alpha = c.alpha});
+    const std::span<const std::int64_t> labels(in.labels);
+    double value = 0;
+    for (auto _ : state) {
+        value = loss.loss_and_grad(half.student, half.teacher, labels, grad).total;
+        benchmark::DoNotOptimize(value);
+        benchmark::ClobberMemory();
+    }
+    state.counters["loss"] = value;
+    state.SetBytesProcessed(static_cast<std::int64_t>(c.rows * c.cols) * static_cast<std::int64_t>(4 + sizeof(G)) *
+                            static_cast<std::int64_t>(state.iterations()));
+}
+
 template <class Scalar>
 void reference(benchmark::State& state, case_spec c) {
     auto& in = inputs_for<Scalar>(c.rows, c.cols);
@@ -68,6 +104,16 @@ void register_ours(const case_spec& c, int threads) {
     register_for_type(benchmark_name(c, "ours", threads), c, [c, threads](benchmark::State& s, auto tag) {
         ours<typename decltype(tag)::type>(s, c, threads);
     });
+    // bfloat16 logits next to the float distillation case of the LLM shape (dtype "bf16": bf16
+    // gradient; "bf16>float": float gradient).
+    if (c.kind == loss_kind::distillation && !c.is_double && c.rows == 512 && c.cols == 32000 && threads == 1) {
+        std::string name = benchmark_name(c, "ours", threads);
+        const auto at = name.find("/float/");
+        const std::string bf16_grad = name.replace(at, 7, "/bf16/");
+        const std::string float_grad = name.replace(at, 6, "/bf16>float/");
+        configure(benchmark::RegisterBenchmark(bf16_grad.c_str(), [c](benchmark::State& s) { ours_bf16<bf16>(s, c); }));
+        configure(benchmark::RegisterBenchmark(float_grad.c_str(), [c](benchmark::State& s) { ours_bf16<float>(s, c); }));
+    }
 }
 
 void register_reference(const case_spec& c) {

@@ -64,7 +64,7 @@ private:
     }
 
     cross_entropy_options options_{};
-    std::vector<Scalar> class_weights_;  // options_.class_weights in the kernels' scalar type
+    std::vector<detail::compute_t<Scalar>> class_weights_;  // options_.class_weights in the kernels' compute type
 };
 
 }  // namespace distill

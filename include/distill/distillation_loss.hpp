@@ -40,7 +40,7 @@ struct distillation_options {
 namespace detail {
 
 // The loss_config of distillation_options, for every functor built from them; `class_weights` are
-// the options' class weights in the functor's scalar type (the kernels read them so).
+// the options' class weights in the functor's compute type (the kernels read them so).
 template <class Scalar>
 loss_config distillation_config(const distillation_options& o, const char* loss_name,
                                 const std::vector<Scalar>& class_weights) noexcept {
@@ -95,7 +95,7 @@ private:
     }
 
     distillation_options options_{};
-    std::vector<Scalar> class_weights_;  // options_.class_weights in the kernels' scalar type
+    std::vector<detail::compute_t<Scalar>> class_weights_;  // options_.class_weights in the kernels' compute type
 };
 
 }  // namespace distill

@@ -100,13 +100,14 @@ private:
         if constexpr (detail::is_top_k_teacher<D>) {
             using I = detail::logits_scalar_t<decltype(teacher.indices)>;
             static_assert(std::is_integral_v<I> && std::is_signed_v<I>, "distill: teacher indices must be signed integers");
-            detail::top_k_call<Scalar, I, typename detail::label_value<std::remove_cvref_t<Labels>>::type> call;
+            using G = detail::gradient_scalar_t<Scalar, Grad>;
+            detail::top_k_call<Scalar, I, typename detail::label_value<std::remove_cvref_t<Labels>>::type, G> call;
             if (status s = detail::view_of<Scalar, false>(student, "student logits", call.dense.student); !s) return s;
             if (status s = detail::make_view<false>(teacher.indices, "teacher indices", call.indices); !s) return s;
             if (status s = detail::view_of<Scalar, false>(teacher.values, "teacher values", call.values); !s) return s;
             if (status s = detail::label_span(labels, call.dense.labels); !s) return s;
             if constexpr (!detail::is_absent<Grad>) {
-                if (status s = detail::view_of<Scalar, true>(grad, "gradient buffer", call.dense.grad); !s) return s;
+                if (status s = detail::view_of<G, true>(grad, "gradient buffer", call.dense.grad); !s) return s;
                 call.dense.has_grad = true;
             }
             call.dense.rows = rows;
@@ -125,7 +126,7 @@ private:
 
     distillation_options options_{};
     top_k_options top_{};
-    std::vector<Scalar> class_weights_;
+    std::vector<detail::compute_t<Scalar>> class_weights_;  // in the kernels' compute type
 };
 
 }  // namespace distill

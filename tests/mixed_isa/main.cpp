@@ -19,21 +19,22 @@ int main() {
     const unit_result units[] = {unit_baseline(), unit_native(), unit_no_simd()};
     int failures = 0;
     for (const unit_result& u : units)
-        std::printf("%-24s api %.17g  kernel %.17g\n", u.isa, u.api, u.kernel);
+        std::printf("%-24s api %.17g  kernel %.17g  bf16 api %.17g  kernel %.17g\n", u.isa, u.api, u.kernel, u.api_bf16,
+                    u.kernel_bf16);
     // The kernels must differ for the test to mean anything. On a machine whose native set is the
     // baseline itself, the two SIMD units are the same kernel; only the reference must differ then.
     const bool native_is_baseline = std::strcmp(units[0].isa, units[1].isa) == 0;
     for (int a = 0; a < 3; ++a)
         for (int b = a + 1; b < 3; ++b) {
             if (native_is_baseline && a == 0 && b == 1) continue;
-            if (same_bits(units[a].kernel, units[b].kernel)) {
+            if (same_bits(units[a].kernel, units[b].kernel) || same_bits(units[a].kernel_bf16, units[b].kernel_bf16)) {
                 std::printf("FAILED: the %s and %s kernels give the same bits; the test cannot tell them apart\n",
                             units[a].isa, units[b].isa);
                 ++failures;
             }
         }
     for (const unit_result& u : units)
-        if (!same_bits(u.api, u.kernel)) {
+        if (!same_bits(u.api, u.kernel) || !same_bits(u.api_bf16, u.kernel_bf16)) {
             std::printf("FAILED: the %s unit's API call did not run its own kernel\n", u.isa);
             ++failures;
         }

@@ -5,6 +5,8 @@ struct unit_result {
     const char* isa;  // the instruction set the unit was compiled for
     double api;       // one KL row through the public API
     double kernel;    // the same row through the unit's own backend, called directly
+    double api_bf16;     // the row rounded to bfloat16, through the public API (its own load and store helpers)
+    double kernel_bf16;  // and through the unit's own backend
 };
 
 unit_result unit_baseline();

@@ -18,6 +18,7 @@
 #include "reference/top_k_row.hpp"
 #include "row_statistics.hpp"
 #include "row_terms.hpp"
+#include "storage_type.hpp"
 #if !defined(DISTILL_NO_SIMD)
 #include <xsimd/xsimd.hpp>
 
@@ -55,38 +56,38 @@ struct backend<no_simd> {
     }
     static bool statistics_first(const row_terms&) noexcept { return false; }
 
-    template <class T>
-    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T*, std::ptrdiff_t first,
+    template <class T, class G>
+    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G*, std::ptrdiff_t first,
                                 std::ptrdiff_t last, double*) noexcept {
         return reference::statistics(s, t, C, k, first, last);
     }
-    template <class T>
+    template <class T, class G>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, const T*, const double*,
+                                        const row_terms& k, const row_stats& st, const G*, const double*,
                                         std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return reference::sums<Policy>(s, t, label, C, k, st, first, last);
         });
     }
-    template <class T>
+    template <class T, class G>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                               const T*, const double*) noexcept {
+                               const G*, const double*) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return detail::row_loss<Policy>(st, sums, false, s, t, label, C, k, value);
         });
     }
-    template <class T>
+    template <class T, class G>
     static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                         const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
+                         const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, const double*) noexcept {
         with_divergence(k.divergence, [&]<class Policy>() {
             reference::gradient<Policy>(s, t, label, C, k, st, value, grad, first, last);
         });
     }
-    template <class T>
+    template <class T, class G>
     static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                T* grad) noexcept {
+                                G* grad) noexcept {
         return reference::fused_row(s, t, label, C, k, grad);
     }
     // The reference gradient recomputes p: nothing to park.
@@ -105,15 +106,15 @@ struct backend<no_simd> {
         return reference::row_max(s, C);
     }
     // The reference recomputes e_q in the gradient sweep: nothing is parked.
-    template <class T>
+    template <class T, class G>
     static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
-                                         double ms, const row_terms& k, T*) noexcept {
+                                         double ms, const row_terms& k, G*) noexcept {
         return reference::top_k_sums(s, C, entries, ms, k);
     }
-    template <class T, class SoftAt>
+    template <class T, class G, class SoftAt>
     static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                                double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
-                               SoftAt&& soft_at, bool, T* grad) noexcept {
+                               SoftAt&& soft_at, bool, G* grad) noexcept {
         reference::top_k_gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, grad);
     }
 };
@@ -123,7 +124,7 @@ template <class Arch>
 struct backend {
     template <class T>
     static std::ptrdiff_t block_columns(std::ptrdiff_t C) noexcept {
-        return simd::block_length(C, xsimd::batch<T, Arch>::size);
+        return simd::block_length(C, xsimd::batch<compute_t<T>, Arch>::size);
     }
     template <class T>
     static std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
@@ -131,42 +132,42 @@ struct backend {
     }
     static bool statistics_first(const row_terms& k) noexcept { return simd::statistics_first(k); }
 
-    template <class T>
-    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad,
+    template <class T, class G>
+    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad,
                                 std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, teacher_max_at);
         });
     }
     // `parked` (the row's gradient buffer, or null) holds the teacher's e_p from sweep 1.
-    template <class T>
+    template <class T, class G>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, const T* parked,
+                                        const row_terms& k, const row_stats& st, const G* parked,
                                         const double* teacher_max_at, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
         });
     }
-    template <class T>
+    template <class T, class G>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                               const T* parked, const double* teacher_max_at) noexcept {
+                               const G* parked, const double* teacher_max_at) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, parked, teacher_max_at);
         });
     }
-    template <class T>
+    template <class T, class G>
     static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                         const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
+                         const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, const double* teacher_max_at) noexcept {
         with_divergence(k.divergence, [&]<class Policy>() {
             simd::row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
         });
     }
-    template <class T>
+    template <class T, class G>
     static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                T* grad) noexcept {
+                                G* grad) noexcept {
         return simd::fused_row<Arch>(s, t, label, C, k, grad);
     }
     // The gradient sweep reads the teacher's e_p from the gradient buffer: for a row whose sweep 1
@@ -188,16 +189,17 @@ struct backend {
         return simd::row_max<Arch>(s, C);
     }
     // `park` (the row's gradient buffer, or null) receives e_q from the sums sweep; `parked` says so.
-    template <class T>
+    // A 16-bit gradient buffer is never given as `park` (top_k_row.hpp).
+    template <class T, class G>
     static top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries,
-                                         double ms, const row_terms& k, T* park) noexcept {
-        return simd::with_top_k_kernel<Arch, T>(k, [&]<class Kernel>() { return Kernel::sums(s, C, entries, ms, k, park); });
+                                         double ms, const row_terms& k, G* park) noexcept {
+        return simd::with_top_k_kernel<Arch, T, G>(k, [&]<class Kernel>() { return Kernel::sums(s, C, entries, ms, k, park); });
     }
-    template <class T, class SoftAt>
+    template <class T, class G, class SoftAt>
     static void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                                double tail_coefficient, double zr, std::int64_t label, const row_terms& k,
-                               SoftAt&& soft_at, bool parked, T* grad) noexcept {
-        simd::with_top_k_kernel<Arch, T>(k, [&]<class Kernel>() {
+                               SoftAt&& soft_at, bool parked, G* grad) noexcept {
+        simd::with_top_k_kernel<Arch, T, G>(k, [&]<class Kernel>() {
             Kernel::gradient(s, C, entries, ms, tail_coefficient, zr, label, k, soft_at, parked, grad);
         });
     }

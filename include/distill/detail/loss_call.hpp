@@ -25,7 +25,7 @@ struct loss_config {
     teacher_input teacher = teacher_input::logits;
     double label_smoothing = 0;
     // The hard term's class weights (PyTorch's `weight`): class_weight_count values of the functor's
-    // scalar type, or none.
+    // compute type (compute_t: float for 16-bit logits), or none.
     const void* class_weights = nullptr;
     std::ptrdiff_t class_weight_count = 0;
     std::int64_t ignore_index = -100;
@@ -34,13 +34,14 @@ struct loss_config {
     bool check_finite = false;
 };
 
-template <class T, class Label>
+// T is the logits' storage type, G the gradient buffer's (T, or float for 16-bit logits).
+template <class T, class Label, class G = T>
 struct loss_call {
     matrix_view<const T> student;
     matrix_view<const T> teacher;  // read only when has_teacher
     std::span<const Label> labels; // empty: no labels
     per_row rows;
-    matrix_view<T> grad;           // written only when has_grad
+    matrix_view<G> grad;           // written only when has_grad
     bool has_teacher = false;      // false: the loss has no teacher (cross_entropy)
     bool has_grad = false;         // false: loss only
 };

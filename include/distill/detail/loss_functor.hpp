@@ -17,13 +17,14 @@
 #include "../status.hpp"
 #include "backend.hpp"
 #include "evaluate.hpp"
+#include "storage_type.hpp"
 
 namespace distill::detail {
 
 template <class Derived, class Scalar, int InputCount>
 class loss_functor {
-    static_assert(std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>,
-                  "distill: the loss functors are defined for float and double");
+    static_assert(is_loss_scalar<Scalar>,
+                  "distill: the loss functors are defined for float, double, Eigen::bfloat16 and Eigen::half");
 
 public:
     using scalar_type = Scalar;

@@ -21,6 +21,7 @@
 #include "backend.hpp"
 #include "loss_call.hpp"
 #include "row_statistics.hpp"
+#include "storage_type.hpp"
 #include "validation.hpp"
 
 namespace distill::detail {
@@ -78,7 +79,7 @@ void plan_terms(const loss_config& o, bool soft, bool hard, double weight_sum, d
         k.class_weights = o.class_weights;
         k.class_weight_sum = 0;
         for (std::ptrdiff_t j = 0; j < o.class_weight_count; ++j)
-            k.class_weight_sum += static_cast<double>(static_cast<const T*>(o.class_weights)[j]);
+            k.class_weight_sum += static_cast<double>(static_cast<const compute_t<T>*>(o.class_weights)[j]);
     }
 }
 
@@ -98,11 +99,11 @@ struct split_row_state {
 };
 
 // Everything one loss call needs once it has been validated.
-template <class Isa, class T, class Label>
+template <class Isa, class T, class Label, class G>
 struct loss_plan {
     using kernels = backend<Isa>;
     const loss_config* options;
-    const loss_call<T, Label>* call;
+    const loss_call<T, Label, G>* call;
     row_terms terms;
     loss_weights weights;                               // alpha, T^2 and the reduction
     std::int64_t counted = 0;                           // rows taking part
@@ -125,7 +126,7 @@ struct loss_plan {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
     }
     const T* teacher_row(std::ptrdiff_t i) const noexcept { return call->has_teacher ? call->teacher.row(i) : nullptr; }
-    T* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
+    G* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
     // Row i's kernel constants: the call's, with the gradient scaled by the row's weight and the
     // class weight of its label.
@@ -143,8 +144,8 @@ struct loss_plan {
 // Adds row i's result to its piece and returns the row's (weighted-by-alpha) loss; an undefined
 // row is recorded for the error instead, naming the student when both sides are undefined (as the
 // inputs are checked: student first).
-template <class Isa, class T, class Label>
-double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::ptrdiff_t i,
+template <class Isa, class T, class Label, class G>
+double record_row(const loss_plan<Isa, T, Label, G>& plan, piece_result& r, std::ptrdiff_t i,
                   const row_result& rr) noexcept {
     if (!rr.student_defined || !rr.teacher_defined) {
         if (r.bad_row < 0) r.bad_row = i, r.bad_teacher = rr.student_defined;
@@ -159,8 +160,8 @@ double record_row(const loss_plan<Isa, T, Label>& plan, piece_result& r, std::pt
 }
 
 // Row i's segment j: its first and last block.
-template <class Isa, class T, class Label>
-std::pair<std::ptrdiff_t, std::ptrdiff_t> segment_blocks(const loss_plan<Isa, T, Label>& plan,
+template <class Isa, class T, class Label, class G>
+std::pair<std::ptrdiff_t, std::ptrdiff_t> segment_blocks(const loss_plan<Isa, T, Label, G>& plan,
                                                          std::ptrdiff_t j) noexcept {
     return {j * plan.blocks / plan.segments, (j + 1) * plan.blocks / plan.segments};
 }
@@ -180,10 +181,10 @@ inline divergence_sums<double> merge_in_order(const divergence_sums<double>* seg
 
 // One counted row whose segments run one after another on this thread: the same phases, the same
 // merges as when they run as separate work items.
-template <class Isa, class T, class Label>
-row_result run_segments_in_turn(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t i, T* g) noexcept {
+template <class Isa, class T, class Label, class G>
+row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t i, G* g) noexcept {
     using kernels = backend<Isa>;
-    const loss_call<T, Label>& c = *plan.call;
+    const loss_call<T, Label, G>& c = *plan.call;
     const T* s = c.student.row(i);
     const T* t = plan.teacher_row(i);
     const std::int64_t label = plan.label_of(i);
@@ -220,17 +221,17 @@ row_result run_segments_in_turn(const loss_plan<Isa, T, Label>& plan, std::ptrdi
 // purpose: compiled once, its floating-point operations (and the compiler's choices to fuse them
 // into FMAs) are the same whichever executor calls it, which is what makes results bitwise
 // independent of it.
-template <class Isa, class T, class Label>
-[[gnu::noinline]] void run_pieces(loss_plan<Isa, T, Label>& plan, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
+template <class Isa, class T, class Label, class G>
+[[gnu::noinline]] void run_pieces(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+    const loss_call<T, Label, G>& c = *plan.call;
     const auto N = c.student.rows, C = c.student.cols;
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
         for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
-            T* g = plan.grad_row(i);
+            G* g = plan.grad_row(i);
             double row_loss = 0;
             if (!plan.counts(i)) {
-                if (g) std::fill(g, g + C, T(0));
+                if (g) std::fill(g, g + C, from_double<G>(0));
             } else {
                 row_loss = record_row(plan, r, i,
                                       plan.segments > 1
@@ -247,24 +248,24 @@ template <class Isa, class T, class Label>
 struct segment_item {
     std::ptrdiff_t row, first, last;
 };
-template <class Isa, class T, class Label>
-segment_item segment_of(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t w) noexcept {
+template <class Isa, class T, class Label, class G>
+segment_item segment_of(const loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t w) noexcept {
     const auto [first, last] = segment_blocks(plan, w % plan.segments);
     return {w / plan.segments, first, last};
 }
 
 // Whether row i's later sweeps run: it takes part and its softmaxes exist.
-template <class Isa, class T, class Label>
-bool row_defined(const loss_plan<Isa, T, Label>& plan, std::ptrdiff_t i) noexcept {
+template <class Isa, class T, class Label, class G>
+bool row_defined(const loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t i) noexcept {
     const row_stats& st = plan.split->merged[static_cast<std::size_t>(i)];
     return plan.counts(i) && student_defined(st) && teacher_defined(st, plan.terms);
 }
 
 // Sweep 1 of segment items [first, last). Not inlined, for the reason run_pieces gives.
-template <class Isa, class T, class Label>
-[[gnu::noinline]] void run_segment_statistics(loss_plan<Isa, T, Label>& plan, std::ptrdiff_t first,
+template <class Isa, class T, class Label, class G>
+[[gnu::noinline]] void run_segment_statistics(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first,
                                               std::ptrdiff_t last) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
+    const loss_call<T, Label, G>& c = *plan.call;
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
         if (!plan.counts(s.row)) continue;
@@ -275,10 +276,10 @@ template <class Isa, class T, class Label>
 }
 
 // Sweep 2 (normalise-first divergences) of segment items [first, last).
-template <class Isa, class T, class Label>
-[[gnu::noinline]] void run_segment_sums(loss_plan<Isa, T, Label>& plan, std::ptrdiff_t first,
+template <class Isa, class T, class Label, class G>
+[[gnu::noinline]] void run_segment_sums(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
+    const loss_call<T, Label, G>& c = *plan.call;
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
         if (!row_defined(plan, s.row)) continue;
@@ -290,17 +291,17 @@ template <class Isa, class T, class Label>
 }
 
 // The gradient sweep of segment items [first, last).
-template <class Isa, class T, class Label>
-[[gnu::noinline]] void run_segment_gradients(loss_plan<Isa, T, Label>& plan, std::ptrdiff_t first,
+template <class Isa, class T, class Label, class G>
+[[gnu::noinline]] void run_segment_gradients(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first,
                                              std::ptrdiff_t last) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
+    const loss_call<T, Label, G>& c = *plan.call;
     const std::ptrdiff_t C = c.student.cols;
     const std::ptrdiff_t block = backend<Isa>::template block_columns<T>(C);
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
-        T* g = c.grad.row(s.row);
+        G* g = c.grad.row(s.row);
         if (!plan.counts(s.row)) {  // ignored rows get zeros
-            std::fill(g + std::min(C, s.first * block), g + std::min(C, s.last * block), T(0));
+            std::fill(g + std::min(C, s.first * block), g + std::min(C, s.last * block), from_double<G>(0));
             continue;
         }
         if (!row_defined(plan, s.row)) continue;  // refused rows are left as they are
@@ -312,8 +313,8 @@ template <class Isa, class T, class Label>
 }
 
 // Between the statistics sweep and the next: each row's segments merged in order.
-template <class Isa, class T, class Label>
-void merge_segment_statistics(loss_plan<Isa, T, Label>& plan) noexcept {
+template <class Isa, class T, class Label, class G>
+void merge_segment_statistics(loss_plan<Isa, T, Label, G>& plan) noexcept {
     for (std::ptrdiff_t i = 0; i < plan.call->student.rows; ++i) {
         if (!plan.counts(i)) continue;
         split_row_state& split = *plan.split;
@@ -323,9 +324,9 @@ void merge_segment_statistics(loss_plan<Isa, T, Label>& plan) noexcept {
 }
 
 // Before the gradient sweep: each row's sums merged in order, its loss, its contribution.
-template <class Isa, class T, class Label>
-void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
-    const loss_call<T, Label>& c = *plan.call;
+template <class Isa, class T, class Label, class G>
+void finish_segmented_rows(loss_plan<Isa, T, Label, G>& plan) noexcept {
+    const loss_call<T, Label, G>& c = *plan.call;
     for (std::ptrdiff_t i = 0; i < c.student.rows; ++i) {
         const auto at = static_cast<std::size_t>(i);
         double row_loss = 0;
@@ -343,8 +344,8 @@ void finish_segmented_rows(loss_plan<Isa, T, Label>& plan) noexcept {
 }
 
 // Validates the call and fills the plan.
-template <class Isa, class T, class Label>
-status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<Isa, T, Label>& plan) noexcept {
+template <class Isa, class T, class Label, class G>
+status make_plan(const loss_config& o, const loss_call<T, Label, G>& c, loss_plan<Isa, T, Label, G>& plan) noexcept {
     if (status s = check_options(o); !s) return s;
     if (status s = check_shapes(o, c); !s) return s;
     if (status s = check_losses_output(o, c); !s) return s;
@@ -361,7 +362,8 @@ status make_plan(const loss_config& o, const loss_call<T, Label>& c, loss_plan<I
                 return s;
     }
     plan_terms<T>(o, k.soft, k.hard, plan.weight_sum, plan.hard_weight_sum, k, plan.weights);
-    k.grad_in_place = c.has_grad && c.grad.data == c.student.data && c.student.rows > 0;
+    k.grad_in_place = c.has_grad && static_cast<const void*>(c.grad.data) == static_cast<const void*>(c.student.data) &&
+                      c.student.rows > 0;
     plan.options = &o;
     plan.call = &c;
     plan.needs_sums = k.soft && !backend<Isa>::statistics_first(k);
@@ -395,8 +397,8 @@ status add_pieces(std::span<const piece_result> pieces, const loss_weights& weig
     return {};
 }
 
-template <class Isa, class T, class Label>
-status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexcept {
+template <class Isa, class T, class Label, class G>
+status finish_plan(const loss_plan<Isa, T, Label, G>& plan, loss_value& out) noexcept {
     const loss_config& o = *plan.options;
     return add_pieces(std::span(plan.pieces).first(static_cast<std::size_t>(plan.piece_count)), plan.weights,
                       plan.counted, plan.weight_sum, out, [&](const piece_result& r) {
@@ -407,10 +409,10 @@ status finish_plan(const loss_plan<Isa, T, Label>& plan, loss_value& out) noexce
                       });
 }
 
-template <class Isa, class T, class Label, class Exec>
-status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label>& c, loss_value& out) noexcept {
+template <class Isa, class T, class Label, class G, class Exec>
+status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label, G>& c, loss_value& out) noexcept {
     out = {};
-    loss_plan<Isa, T, Label> plan;
+    loss_plan<Isa, T, Label, G> plan;
     if (status s = make_plan(o, c, plan); !s) return s;
     if (plan.split_rows) {
         const std::ptrdiff_t items = c.student.rows * plan.segments;

@@ -24,9 +24,9 @@ namespace distill::detail {
 
 // The dense part of the call (student, labels, rows, gradient) as loss_call has it, and the
 // teacher's two N x k inputs.
-template <class T, class I, class Label>
+template <class T, class I, class Label, class G = T>
 struct top_k_call {
-    loss_call<T, Label> dense;  // has_teacher is false: the teacher is below
+    loss_call<T, Label, G> dense;  // has_teacher is false: the teacher is below
     matrix_view<const I> indices;
     matrix_view<const T> values;
 };
@@ -56,8 +56,8 @@ inline status check_top_k_options(const loss_config& o, const top_k_terms& tk) n
     return {};
 }
 
-template <class T, class I, class Label>
-status check_top_k_shapes(const loss_config& o, const top_k_call<T, I, Label>& c) noexcept {
+template <class T, class I, class Label, class G>
+status check_top_k_shapes(const loss_config& o, const top_k_call<T, I, Label, G>& c) noexcept {
     const auto N = c.dense.student.rows, C = c.dense.student.cols;
     // Tensors keep their leading dimensions: [2, 3, k] indices do not fit a [3, 2, V] student.
     const auto same_leading = [&](const auto& v) {
@@ -84,8 +84,8 @@ status check_top_k_shapes(const loss_config& o, const top_k_call<T, I, Label>& c
 
 // Row i's teacher: indices in [0, C) or the padding index, none twice; values that are what the
 // options say they are; a top-k mass of at most 1 + mass_tolerance. `entries` is scratch.
-template <class T, class I, class Label>
-status check_top_k_row(const loss_config& o, const top_k_terms& tk, const top_k_call<T, I, Label>& c,
+template <class T, class I, class Label, class G>
+status check_top_k_row(const loss_config& o, const top_k_terms& tk, const top_k_call<T, I, Label, G>& c,
                        std::ptrdiff_t i, top_k_entry* entries) noexcept {
     const I* idx = c.indices.row(i);
     const T* val = c.values.row(i);
@@ -136,10 +136,10 @@ status check_top_k_row(const loss_config& o, const top_k_terms& tk, const top_k_
     return {};
 }
 
-template <class Isa, class T, class I, class Label>
+template <class Isa, class T, class I, class Label, class G>
 struct top_k_plan {
     const loss_config* options;
-    const top_k_call<T, I, Label>* call;
+    const top_k_call<T, I, Label, G>* call;
     top_k_terms top;
     row_terms terms;
     loss_weights weights;
@@ -148,7 +148,7 @@ struct top_k_plan {
     std::ptrdiff_t piece_count = 0;
     std::array<piece_result, max_pieces> pieces{};
 
-    const loss_call<T, Label>& dense() const noexcept { return call->dense; }
+    const loss_call<T, Label, G>& dense() const noexcept { return call->dense; }
     // Row i's constants: the gradient scaled by the row's weight and its label's class weight.
     row_terms terms_of(std::ptrdiff_t i) const noexcept {
         row_terms k = terms;
@@ -161,20 +161,20 @@ struct top_k_plan {
 };
 
 // Rows of pieces [first, last), each on one thread. Not inlined, for the reason run_pieces gives.
-template <class Isa, class T, class I, class Label>
-[[gnu::noinline]] void run_top_k_pieces(top_k_plan<Isa, T, I, Label>& plan, std::ptrdiff_t first,
+template <class Isa, class T, class I, class Label, class G>
+[[gnu::noinline]] void run_top_k_pieces(top_k_plan<Isa, T, I, Label, G>& plan, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
-    const top_k_call<T, I, Label>& c = *plan.call;
-    const loss_call<T, Label>& d = c.dense;
+    const top_k_call<T, I, Label, G>& c = *plan.call;
+    const loss_call<T, Label, G>& d = c.dense;
     const auto N = d.student.rows, C = d.student.cols;
     top_k_entry entries[max_top_k];
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
         for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
-            T* g = d.has_grad ? d.grad.row(i) : nullptr;
+            G* g = d.has_grad ? d.grad.row(i) : nullptr;
             double loss = 0;
             if (!row_counts(d, plan.options->ignore_index, i)) {
-                if (g) std::fill(g, g + C, T(0));
+                if (g) std::fill(g, g + C, from_double<G>(0));
             } else {
                 const row_terms k = plan.terms_of(i);
                 const std::ptrdiff_t n = k.soft ? sorted_entries(c.indices.row(i), c.indices.cols, plan.top.padding_index, entries) : 0;
@@ -198,17 +198,17 @@ template <class Isa, class T, class I, class Label>
     }
 }
 
-template <class Isa, class T, class I, class Label, class Exec>
-status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, const top_k_call<T, I, Label>& c,
+template <class Isa, class T, class I, class Label, class G, class Exec>
+status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, const top_k_call<T, I, Label, G>& c,
                       loss_value& out) noexcept {
     out = {};
-    const loss_call<T, Label>& d = c.dense;
+    const loss_call<T, Label, G>& d = c.dense;
     if (status s = check_options(o); !s) return s;
     if (status s = check_top_k_options(o, tk); !s) return s;
     if (status s = check_shapes(o, d); !s) return s;
     if (status s = check_top_k_shapes(o, c); !s) return s;
     if (status s = check_losses_output(o, d); !s) return s;
-    top_k_plan<Isa, T, I, Label> plan;
+    top_k_plan<Isa, T, I, Label, G> plan;
     if (status s = count_rows(o, d, d.student.cols, plan.counted, plan.weight_sum, plan.hard_weight_sum); !s) return s;
     row_terms& k = plan.terms;
     k.soft = soft_active(o);
@@ -222,7 +222,8 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
                 if (status s = check_top_k_row(o, tk, c, i, entries); !s) return s;
     }
     plan_terms<T>(o, k.soft, k.hard, plan.weight_sum, plan.hard_weight_sum, k, plan.weights);
-    k.grad_in_place = d.has_grad && d.grad.data == d.student.data && d.student.rows > 0;
+    k.grad_in_place = d.has_grad && static_cast<const void*>(d.grad.data) == static_cast<const void*>(d.student.data) &&
+                      d.student.rows > 0;
     plan.options = &o;
     plan.call = &c;
     plan.top = tk;

@@ -23,6 +23,7 @@
 #include "divergences.hpp"
 #include "row_statistics.hpp"
 #include "row_terms.hpp"
+#include "storage_type.hpp"
 
 namespace distill::detail {
 
@@ -136,12 +137,14 @@ top_k_teacher_row teacher_row(const T* values, std::span<const top_k_entry> entr
 // The loss of one row against its top-k teacher, with the kernel layer `Kernels` (detail/backend.hpp)
 // gathering the student's sums and writing the gradient when `grad` is not null. `entries` are the
 // row's teacher classes, sorted (empty when the call has no soft term).
-template <class Kernels, class T>
+template <class Kernels, class T, class G>
 row_result top_k_row(const T* s, std::ptrdiff_t C, const T* values, std::span<const top_k_entry> entries,
-                     std::int64_t label, const row_terms& k, const top_k_terms& tk, T* grad) noexcept {
+                     std::int64_t label, const row_terms& k, const top_k_terms& tk, G* grad) noexcept {
     row_result out;
     const double ms = Kernels::template row_max<T>(s, C);
-    T* park = grad && !k.grad_in_place ? grad : nullptr;  // the gradient sweep reads e_q back from here
+    // The gradient sweep reads e_q back from here: the gradient buffer unless it is the student
+    // logits or 16 bits wide (e_q rounded to 8 or 11 bits), where e_q is recomputed.
+    G* park = can_park_in<G> && grad && !k.grad_in_place ? grad : nullptr;
     const top_k_student_sums sums = Kernels::template top_k_sums<T>(s, C, entries, ms, k, park);
     row_stats st;
     st.ms = ms;

@@ -7,11 +7,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../logits.hpp"
 #include "../reduction.hpp"
 #include "../status.hpp"
 #include "loss_call.hpp"
+#include "storage_type.hpp"
 
 namespace distill::detail {
 
@@ -60,9 +62,10 @@ inline status check_options(const loss_config& o) noexcept {
 }
 
 // Whether two views are the very same elements: the gradient written over the student logits.
-template <class T>
-bool same_view(const matrix_view<T>& a, const matrix_view<const T>& b) noexcept {
-    return a.data == b.data && a.rows == b.rows && a.cols == b.cols && (a.rows <= 1 || a.row_stride == b.row_stride);
+template <class G, class T>
+bool same_view(const matrix_view<G>& a, const matrix_view<const T>& b) noexcept {
+    if constexpr (!std::is_same_v<G, T>) return false;  // a float gradient of 16-bit logits is another buffer
+    else return a.data == b.data && a.rows == b.rows && a.cols == b.cols && (a.rows <= 1 || a.row_stride == b.row_stride);
 }
 
 // Which terms a call computes: the divergence unless alpha is 0, the cross-entropy unless alpha is
@@ -76,8 +79,8 @@ inline bool needs_labels(const loss_config& o) noexcept {
 }
 
 // `whole_rows` false: the logits are a vocabulary shard (sharded.hpp), which may have 0 columns.
-template <class T, class Label>
-status check_shapes(const loss_config& o, const loss_call<T, Label>& c, bool whole_rows = true) noexcept {
+template <class T, class Label, class G>
+status check_shapes(const loss_config& o, const loss_call<T, Label, G>& c, bool whole_rows = true) noexcept {
     const auto N = c.student.rows, C = c.student.cols;
     if (C == 0 && whole_rows)
         return status::error(errc::invalid_argument,
@@ -123,7 +126,7 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c, bool who
             return status::error(errc::invalid_argument,
                                  "%s: class_weights has %td entries but the logits have %td classes", o.loss_name,
                                  o.class_weight_count, C);
-        const T* w = static_cast<const T*>(o.class_weights);
+        const auto* w = static_cast<const compute_t<T>*>(o.class_weights);
         for (std::ptrdiff_t j = 0; j < C; ++j)
             if (!(w[j] >= 0) || !std::isfinite(w[j]))
                 return status::error(errc::invalid_argument,
@@ -142,8 +145,8 @@ status check_shapes(const loss_config& o, const loss_call<T, Label>& c, bool who
 }
 
 // reduction::none returns the rows' losses, so the call needs somewhere to put them.
-template <class T, class Label>
-status check_losses_output(const loss_config& o, const loss_call<T, Label>& c) noexcept {
+template <class T, class Label, class G>
+status check_losses_output(const loss_config& o, const loss_call<T, Label, G>& c) noexcept {
     if (o.reduce == reduction::none && c.rows.losses.empty() && c.student.rows > 0)
         return status::error(errc::invalid_argument,
                              "%s: reduction::none needs per_row.losses with one entry per row (%td)", o.loss_name,
@@ -153,24 +156,24 @@ status check_losses_output(const loss_config& o, const loss_call<T, Label>& c) n
 
 // Whether row i takes part: its label is not ignore_index, the row mask keeps it and its weight is
 // not 0.
-template <class T, class Label>
-bool row_counts(const loss_call<T, Label>& c, std::int64_t ignore_index, std::ptrdiff_t i) noexcept {
+template <class T, class Label, class G>
+bool row_counts(const loss_call<T, Label, G>& c, std::int64_t ignore_index, std::ptrdiff_t i) noexcept {
     const auto at = static_cast<std::size_t>(i);
     return !(!c.labels.empty() && static_cast<std::int64_t>(c.labels[at]) == ignore_index) &&
            !(!c.rows.mask.empty() && c.rows.mask[at] == 0) && !(!c.rows.weights.empty() && c.rows.weights[at] == 0);
 }
 
 // Row i's weight (1 without weights).
-template <class T, class Label>
-double row_weight(const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
+template <class T, class Label, class G>
+double row_weight(const loss_call<T, Label, G>& c, std::ptrdiff_t i) noexcept {
     return c.rows.weights.empty() ? 1.0 : static_cast<double>(c.rows.weights[static_cast<std::size_t>(i)]);
 }
 
 // The class weight of row i's label (1 without class weights or labels).
-template <class T, class Label>
-double label_class_weight(const loss_config& o, const loss_call<T, Label>& c, std::ptrdiff_t i) noexcept {
+template <class T, class Label, class G>
+double label_class_weight(const loss_config& o, const loss_call<T, Label, G>& c, std::ptrdiff_t i) noexcept {
     if (!o.class_weights || c.labels.empty()) return 1.0;
-    return static_cast<double>(static_cast<const T*>(o.class_weights)[c.labels[static_cast<std::size_t>(i)]]);
+    return static_cast<double>(static_cast<const compute_t<T>*>(o.class_weights)[c.labels[static_cast<std::size_t>(i)]]);
 }
 
 // Validates the labels and the row weights and counts the rows that take part (not ignore_index,
@@ -178,8 +181,8 @@ double label_class_weight(const loss_config& o, const loss_call<T, Label>& c, st
 // times their labels' class weights, the divisor of the hard term's mean (PyTorch divides a
 // class-weighted cross-entropy by the sum of the targets' weights). `classes` is the row's number
 // of classes: the logits' columns, or the vocabulary of a shard.
-template <class T, class Label>
-status count_rows(const loss_config& o, const loss_call<T, Label>& c, std::int64_t classes, std::int64_t& counted,
+template <class T, class Label, class G>
+status count_rows(const loss_config& o, const loss_call<T, Label, G>& c, std::int64_t classes, std::int64_t& counted,
                   double& weight_sum, double& hard_weight_sum) noexcept {
     const auto N = c.student.rows;
     const std::int64_t C = classes;
@@ -221,15 +224,16 @@ status check_finite(const char* loss_name, const char* which, const matrix_view<
     for (std::ptrdiff_t i = 0; i < x.rows; ++i) {
         const T* row = x.row(i);
         for (std::ptrdiff_t j = 0; j < x.cols; ++j) {
-            if (std::isnan(row[j]) || row[j] == std::numeric_limits<T>::infinity())
+            const double v = to_double(row[j]);  // exact for every storage type, 16-bit ones too
+            if (std::isnan(v) || v == std::numeric_limits<double>::infinity())
                 return status::error(errc::invalid_argument,
                                      "%s: %s: element (%td, %td) is %s (check_finite rejects NaN and +inf; -inf is "
                                      "a legal class mask)",
-                                     loss_name, which, i, j, std::isnan(row[j]) ? "NaN" : "+inf");
-            if (probabilities && row[j] < 0)
+                                     loss_name, which, i, j, std::isnan(v) ? "NaN" : "+inf");
+            if (probabilities && v < 0)
                 return status::error(errc::invalid_argument,
                                      "%s: %s: element (%td, %td) is %s; probabilities must be >= 0", loss_name,
-                                     which, i, j, format_number(static_cast<double>(row[j])).c_str());
+                                     which, i, j, format_number(v).c_str());
         }
     }
     return {};

@@ -1,5 +1,6 @@
 // A consumer translation unit that calls every public function of distill, for float and double,
-// with Eigen matrices, tensors and distill::matrix_ref. The consumer_warnings_* tests compile it with
+// with Eigen matrices, tensors and distill::matrix_ref, and every loss functor for the 16-bit
+// types. The consumer_warnings_* tests compile it with
 // -Wall -Wextra -Wpedantic -Werror under GCC and Clang at x86-64-v3 (AVX2) and x86-64-v4 (AVX-512):
 // a user who builds with warnings as errors must get none from distill's headers.
 #include <cstdint>
@@ -135,6 +136,55 @@ int every_call() {
     return failures;
 }
 
+// The 16-bit logits (Eigen::bfloat16, Eigen::half): every loss functor, with the gradient in the
+// logits' own type and in float, in place, on plain buffers and against a top-k teacher.
+template <class H>
+int every_16bit_call() {
+    constexpr Eigen::Index n = 3, c = 37;  // two vectors and a tail at every width
+    const matrix<float> s32 = matrix<float>::Random(n, c), t32 = matrix<float>::Random(n, c);
+    matrix<H> student = s32.cast<H>(), teacher = t32.cast<H>(), grad(n, c);
+    matrix<float> grad32(n, c);
+    const std::vector<std::int64_t> labels = {0, 36, 17};
+    std::vector<double> losses(n);
+    const distill::per_row rows{.losses = losses};
+    distill::loss_value v;
+    int failures = 0;
+    auto check = [&](const distill::status& s) { failures += s.ok() ? 0 : 1; };
+
+    const distill::distillation_loss<H> kd({.temperature = 2.0, .alpha = 0.5, .label_smoothing = 0.1,
+                                            .class_weights = std::vector<double>(c, 0.5)});
+    v = kd.loss(student, teacher, labels);
+    v = kd.loss_and_grad(student, teacher, labels, grad, rows);
+    v = kd.loss_and_grad(distill::sequential, student, teacher, labels, grad32);
+    check(kd.try_loss_and_grad(student, teacher, labels, grad32, v));
+    const distill::kl_divergence<H> kl({.temperature = 3.0});
+    v = kl.loss_and_grad(student, teacher, grad);
+    v = kl.loss_and_grad(student, teacher, grad32);
+    const distill::divergence_loss<H> js({.divergence = distill::jensen_shannon{.beta = 0.3}, .temperature = 2.0});
+    v = js.loss_and_grad(student, teacher, grad);
+    check(js.try_loss_and_grad(student, teacher, grad32, v));
+    const distill::cross_entropy<H> ce({.label_smoothing = 0.1});
+    v = ce.loss_and_grad(student, labels, grad32);
+    v = ce.loss(student, labels);
+    const distill::matrix_ref<const H> s_ref{student.data(), n, c}, t_ref{teacher.data(), n, c};
+    v = kl.loss_and_grad(s_ref, t_ref, distill::matrix_ref<float>{grad32.data(), n, c});
+    v = kd.loss_and_grad(student, teacher, labels, student);  // in place
+
+    Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> top_indices(n, 2);
+    matrix<H> top_values(n, 2);
+    for (Eigen::Index i = 0; i < n; ++i) top_indices(i, 0) = static_cast<std::int32_t>(i), top_indices(i, 1) = 20;
+    top_values.setConstant(H(-1.5f));
+    const distill::top_k_distillation_loss<H> topk({.temperature = 1.0, .alpha = 0.5,
+                                                    .teacher = distill::teacher_input::log_probabilities});
+    v = topk.loss_and_grad(student, distill::top_k(top_indices, top_values), labels, grad);
+    check(topk.try_loss_and_grad(student, distill::top_k(top_indices, top_values), labels, grad32, v));
+    std::printf("16-bit: total %g, gradient %g\n", v.total, static_cast<double>(grad32(0, 0)));
+    return failures;
+}
+
 }  // namespace
 
-int main() { return every_call<float>() + every_call<double>(); }
+int main() {
+    return every_call<float>() + every_call<double>() + every_16bit_call<Eigen::bfloat16>() +
+           every_16bit_call<Eigen::half>();
+}

@@ -17,6 +17,7 @@
 #include "../divergences.hpp"
 #include "../row_statistics.hpp"
 #include "../row_terms.hpp"
+#include "../storage_type.hpp"
 
 namespace distill::detail::reference {
 
@@ -30,10 +31,11 @@ inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
     return (C + block_columns(C) - 1) / block_columns(C);
 }
 
-// Class c's weight in the hard term (1 without class weights).
+// Class c's weight in the hard term (1 without class weights), for logits stored as T: the
+// weights are held in T's compute type (float for the 16-bit types).
 template <class T>
 double class_weight(const row_terms& k, std::ptrdiff_t c) noexcept {
-    return k.class_weights ? static_cast<double>(k.class_weights_as<T>()[c]) : 1.0;
+    return k.class_weights ? static_cast<double>(k.class_weights_as<compute_t<T>>()[c]) : 1.0;
 }
 
 template <class T>
@@ -92,9 +94,9 @@ divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::pt
 }
 
 // Sweep 3 over blocks [first, last): the gradient.
-template <class Policy, class T>
+template <class Policy, class T, class G>
 void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k, const row_stats& st,
-              const divergence_value& value, T* grad, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+              const divergence_value& value, G* grad, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
     const std::ptrdiff_t c0 = first * block_columns(C), c1 = std::min(C, last * block_columns(C));
     const row_normalizers n = normalizers(st);
     const double log_zr = k.hard ? std::log(st.zr) : 0.0;
@@ -116,16 +118,16 @@ void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, cons
                 (c == label ? (1 - k.smoothing) * k.label_weight : 0.0) + k.smoothing * class_weight<T>(k, c) / k.classes(C);
             g += k.hard_grad * (r_weight * r - target);
         }
-        grad[c] = static_cast<T>(g);
+        grad[c] = from_double<G>(g);
     }
 }
 
 // One row of the loss with one policy: s and t are C logits, `label` is the row's class (unused
 // unless k.needs_label()), `grad` receives the row's gradient when not null. A divergence defined
 // outside the library runs through here too (tests/policy.test.cpp).
-template <class Policy, class T>
+template <class Policy, class T, class G>
 row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                          T* grad) noexcept {
+                          G* grad) noexcept {
     const std::ptrdiff_t blocks = row_blocks(C);
     const row_stats st = statistics(s, t, C, k, 0, blocks);
     divergence_sums<double> sum{};
@@ -138,9 +140,9 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
 }
 
 // One row, with the policy that k names.
-template <class T>
+template <class T, class G>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                     T* grad) noexcept {
+                     G* grad) noexcept {
     return with_divergence(k.divergence,
                            [&]<class Policy>() { return fused_row_with<Policy>(s, t, label, C, k, grad); });
 }

@@ -44,10 +44,10 @@ top_k_student_sums top_k_sums(const T* s, std::ptrdiff_t C, std::span<const top_
 // The gradient over the row: tail_coefficient e_q outside the teacher's classes, soft_at(entry,
 // s_c) on them, plus the hard term's hard_grad (a r - target) everywhere (as reference::gradient).
 // Each column is read before it is written, so the gradient may be the student logits themselves.
-template <class T, class SoftAt>
+template <class T, class G, class SoftAt>
 void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                     double tail_coefficient, double zr, std::int64_t label, const row_terms& k, SoftAt&& soft_at,
-                    T* grad) noexcept {
+                    G* grad) noexcept {
     const double log_zr = k.hard ? std::log(zr) : 0.0;
     const double r_weight = k.hard_r_weight(static_cast<double>(C));
     const auto hard_at = [&](std::ptrdiff_t c, double s_c) {
@@ -63,12 +63,12 @@ void top_k_gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> e
             for (std::ptrdiff_t c = begin; c < end; ++c) {
                 const double s_c = static_cast<double>(s[c]);
                 const double e_q = std::exp((s_c - ms) * k.inv_temperature);
-                grad[c] = static_cast<T>(tail_coefficient * e_q + hard_at(c, s_c));
+                grad[c] = from_double<G>(tail_coefficient * e_q + hard_at(c, s_c));
             }
         },
         [&](const top_k_entry& e) {
             const double s_c = static_cast<double>(s[e.column]);
-            grad[e.column] = static_cast<T>(soft_at(e, s_c) + hard_at(e.column, s_c));
+            grad[e.column] = from_double<G>(soft_at(e, s_c) + hard_at(e.column, s_c));
         });
 }
 

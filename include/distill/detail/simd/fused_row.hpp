@@ -33,16 +33,17 @@
 #include "../reference/fused_row.hpp"
 #include "../row_statistics.hpp"
 #include "../row_terms.hpp"
+#include "../storage_type.hpp"
 #include "exp.hpp"
 #include "row_blocks.hpp"
 #include "vector_ops.hpp"
 
 namespace distill::detail::simd {
 
-// The blocks of a row of C elements of type T.
+// The blocks of a row of C elements stored as T (cut by the lanes of its compute type).
 template <class Arch, class T>
 inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
-    const std::ptrdiff_t block = block_length(C, xsimd::batch<T, Arch>::size);
+    const std::ptrdiff_t block = block_length(C, xsimd::batch<compute_t<T>, Arch>::size);
     return (C + block - 1) / block;
 }
 
@@ -60,10 +61,14 @@ inline bool statistics_first(const row_terms& k) noexcept {
 // tests: StatisticsFirst says whether sweep 1 keeps forward KL's accumulator and parks e_p;
 // Soft / Hard say which terms are present; Power says how r = softmax(s) is obtained: 0 by its own
 // exponential, p > 0 as q^p (T = p, the multiplies unrolled), -1 as q^T for a whole T known only at
-// run time.
-template <class Arch, bool StatisticsFirst, bool Soft, bool Hard, int Power, class T>
+// run time. In is the logits' storage type, Out the gradient's; both compute in T = compute_t<In>
+// (float for the 16-bit types, which are widened as they are loaded and narrowed as they are stored).
+// A 16-bit gradient buffer is never parked in (can_park_in): e_p is recomputed there, as in place.
+template <class Arch, bool StatisticsFirst, bool Soft, bool Hard, int Power, class In, class Out = In>
 struct shaped_kernel {
+    using T = compute_t<In>;
     using V = xsimd::batch<T, Arch>;
+    static constexpr bool parks = can_park_in<Out>;
     static constexpr std::ptrdiff_t W = V::size;
     static constexpr T minus_inf = -std::numeric_limits<T>::infinity();
     static constexpr double minus_inf_d = -std::numeric_limits<double>::infinity();
@@ -76,13 +81,13 @@ struct shaped_kernel {
     }
 
     // The teacher's values on the logit scale (log t for probabilities); a tail is filled with -inf.
-    DISTILL_ALWAYS_INLINE static V teacher_at(const T* t, std::ptrdiff_t n, bool probabilities) noexcept {
+    DISTILL_ALWAYS_INLINE static V teacher_at(const In* t, std::ptrdiff_t n, bool probabilities) noexcept {
         return probabilities ? xsimd::log(load<Arch>(t, n, T(0))) : load<Arch>(t, n, minus_inf);
     }
 
     // Sweep 1 over blocks [first, last). Statistics-first: parks e_p in grad (when given) and
     // records, per block, the teacher max its parked values are relative to.
-    static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad,
+    static row_stats statistics(const In* s, const In* t, std::ptrdiff_t C, const row_terms& k, Out* grad,
                                 std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
         const auto select = [](auto c, auto a, auto b) { return xsimd::select(c, a, b); };
         const bool smooth = Hard && k.smoothing > 0;
@@ -127,7 +132,8 @@ struct shaped_kernel {
                         const V e_p = exp_nonpositive<Arch>(y);
                         part_zp += e_p;
                         if constexpr (StatisticsFirst) part_acc += forward_kl_policy::term(x, y, e_p, zero, select);
-                        if (grad && !k.grad_in_place) store<Arch>(grad + i, n, e_p);
+                        if constexpr (parks)
+                            if (grad && !k.grad_in_place) store<Arch>(grad + i, n, e_p);
                     }
                 });
                 st.zq += reduce_add(part_zq);
@@ -168,15 +174,35 @@ struct shaped_kernel {
         }
     };
 
-    static void subtract_label_target(T* grad, std::int64_t label, std::ptrdiff_t begin, std::ptrdiff_t end,
+    static T label_target(const row_terms& k) noexcept {
+        return static_cast<T>(k.hard_grad * (1 - k.smoothing) * k.label_weight);
+    }
+    // A gradient stored in the compute type takes the label's target off after its block; a 16-bit
+    // one takes it off before it is rounded (store_gradient): rounding g_y to 16 bits and then
+    // g_y - target again would cost up to 2^-8 (bfloat16) of g_y, which can be far more than of the
+    // result when r_y is near 1.
+    static void subtract_label_target(Out* grad, std::int64_t label, std::ptrdiff_t begin, std::ptrdiff_t end,
                                       const row_terms& k) noexcept {
-        if (Hard && label >= begin && label < end)
-            grad[label] -= static_cast<T>(k.hard_grad * (1 - k.smoothing) * k.label_weight);
+        if constexpr (!is_16bit_float<Out>)
+            if (Hard && label >= begin && label < end) grad[label] -= label_target(k);
+    }
+    // Stores the n gradient values at i; a 16-bit gradient has the label's target taken off first.
+    DISTILL_ALWAYS_INLINE static void store_gradient(Out* grad, std::ptrdiff_t i, std::ptrdiff_t n, V g,
+                                                     std::int64_t label, const row_terms& k) noexcept {
+        if constexpr (Hard && is_16bit_float<Out>) {
+            if (label >= i && label < i + n) {
+                alignas(Arch::alignment()) T lane[W];
+                g.store_aligned(lane);
+                lane[label - i] -= label_target(k);
+                g = V::load_aligned(lane);
+            }
+        }
+        store<Arch>(grad + i, n, g);
     }
 
     // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics.
-    static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                         const row_stats& st, T* grad, std::ptrdiff_t first, std::ptrdiff_t last,
+    static void gradient(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                         const row_stats& st, Out* grad, std::ptrdiff_t first, std::ptrdiff_t last,
                          const double* teacher_max_at) noexcept {
         const V v_inv_t(static_cast<T>(k.inv_temperature)), zero(T(0));
         const V coef_q(static_cast<T>(k.soft_grad / st.zq));
@@ -193,7 +219,7 @@ struct shaped_kernel {
                 V g = zero;
                 if constexpr (Soft) g = xsimd::fnma(teacher.factor, teacher.e_p(i, n), coef_q * e_q);
                 if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
-                store<Arch>(grad + i, n, g);
+                store_gradient(grad, i, n, g, label, k);
             });
             subtract_label_target(grad, label, begin, end, k);
         }
@@ -217,19 +243,20 @@ struct shaped_kernel {
     // same rounding), so that in place and out of place give the same bits. `factor` brings it to
     // the row's teacher max: exp((block's max - row max) / T_t), over Z_p in the normalised sweeps.
     struct parked_teacher {
-        const T* parked;   // the gradient buffer, or null when recomputing
-        const T* t;
+        const Out* parked;  // the gradient buffer, or null when recomputing
+        const In* t;
         bool probabilities;
         V shift, teacher_inv_t, factor;
-        parked_teacher(const T* grad, const T* teacher, const row_terms& k, const row_stats& st, double at,
+        parked_teacher(const Out* grad, const In* teacher, const row_terms& k, const row_stats& st, double at,
                        double scale) noexcept
-            : parked(k.grad_in_place ? nullptr : grad), t(teacher), probabilities(k.teacher_probabilities),
+            : parked(k.grad_in_place || !parks ? nullptr : grad), t(teacher), probabilities(k.teacher_probabilities),
               shift(static_cast<T>(shift_of(at))), teacher_inv_t(static_cast<T>(k.teacher_inv_temperature)),
               // a block whose teacher values were all -inf parked zeros: its factor must not be exp(+large)
               factor(static_cast<T>(at != minus_inf_d ? scale * std::exp((at - st.mt) * k.teacher_inv_temperature)
                                                       : 0.0)) {}
         DISTILL_ALWAYS_INLINE V e_p(std::ptrdiff_t i, std::ptrdiff_t n) const noexcept {
-            if (parked) return load<Arch>(parked + i, n, T(0));
+            if constexpr (parks)
+                if (parked) return load<Arch>(parked + i, n, T(0));
             return exp_nonpositive<Arch>((teacher_at(t + i, n, probabilities) - shift) * teacher_inv_t);
         }
     };
@@ -237,7 +264,7 @@ struct shaped_kernel {
     // n elements at i, normalised; `shifted` and `e_q` are kept for the hard term. p is sweep 1's
     // e_p times the block's factor when `teacher` is given, else its own exponential (loss() without
     // a gradient buffer).
-    DISTILL_ALWAYS_INLINE static element<V> element_at(const T* s, const T* t, std::ptrdiff_t i, std::ptrdiff_t n,
+    DISTILL_ALWAYS_INLINE static element<V> element_at(const In* s, const In* t, std::ptrdiff_t i, std::ptrdiff_t n,
                                                        const normalised_row& r, bool probabilities,
                                                        const parked_teacher* teacher, V& shifted, V& e_q) noexcept {
         shifted = load<Arch>(s + i, n, minus_inf) - r.shift_s;
@@ -267,8 +294,8 @@ struct shaped_kernel {
 
     // Sweep 2 over blocks [first, last): the policy's sums over normalised p and q.
     template <class Policy>
-    static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, const T* parked,
+    static divergence_sums<double> sums(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C,
+                                        const row_terms& k, const row_stats& st, const Out* parked,
                                         const double* teacher_max_at, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         const normalised_row row(st, k);
@@ -296,8 +323,8 @@ struct shaped_kernel {
     // Sweep 3 over blocks [first, last): g = soft_grad dD/dx + hard_grad (r - target), reading p
     // from the gradient buffer (where sweep 1 parked it) just before writing the gradient there.
     template <class Policy>
-    static void normalised_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                    const row_stats& st, const divergence_value& value, T* grad,
+    static void normalised_gradient(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                                    const row_stats& st, const divergence_value& value, Out* grad,
                                     std::ptrdiff_t first, std::ptrdiff_t last, const double* teacher_max_at) noexcept {
         const normalised_row row(st, k);
         const bool probabilities = k.teacher_probabilities;
@@ -316,7 +343,7 @@ struct shaped_kernel {
                 const element<V> e = element_at(s, t, i, n, row, probabilities, &teacher, shifted, e_q);
                 V g = soft_grad * Policy::gradient(e, value, k.params);
                 if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
-                store<Arch>(grad + i, n, g);
+                store_gradient(grad, i, n, g, label, k);
             });
             subtract_label_target(grad, label, begin, end, k);
             if constexpr (Policy::excludes_label) {
@@ -326,7 +353,7 @@ struct shaped_kernel {
                         g += k.hard_grad * (k.hard_r_weight(k.classes(C)) * (std::exp(s_label - st.ms) / st.zr) -
                                             (1 - k.smoothing) * k.label_weight -
                                             k.smoothing * k.label_weight / k.classes(C));
-                    grad[label] = static_cast<T>(g);
+                    grad[label] = from_double<Out>(g);
                 }
             }
         }
@@ -334,74 +361,74 @@ struct shaped_kernel {
 };
 
 // Calls fn.template operator()<Kernel>() with the statistics-first shaped_kernel that fits k.
-template <class Arch, class T, class Fn>
+template <class Arch, class T, class G, class Fn>
 inline decltype(auto) with_statistics_first_kernel(const row_terms& k, Fn&& fn) noexcept {
     if (k.soft && k.hard) {
         switch (k.integer_temperature) {
-            case 0: return fn.template operator()<shaped_kernel<Arch, true, true, true, 0, T>>();
-            case 1: return fn.template operator()<shaped_kernel<Arch, true, true, true, 1, T>>();
-            case 2: return fn.template operator()<shaped_kernel<Arch, true, true, true, 2, T>>();
-            case 4: return fn.template operator()<shaped_kernel<Arch, true, true, true, 4, T>>();
-            default: return fn.template operator()<shaped_kernel<Arch, true, true, true, -1, T>>();
+            case 0: return fn.template operator()<shaped_kernel<Arch, true, true, true, 0, T, G>>();
+            case 1: return fn.template operator()<shaped_kernel<Arch, true, true, true, 1, T, G>>();
+            case 2: return fn.template operator()<shaped_kernel<Arch, true, true, true, 2, T, G>>();
+            case 4: return fn.template operator()<shaped_kernel<Arch, true, true, true, 4, T, G>>();
+            default: return fn.template operator()<shaped_kernel<Arch, true, true, true, -1, T, G>>();
         }
     }
-    if (k.soft) return fn.template operator()<shaped_kernel<Arch, true, true, false, 0, T>>();
+    if (k.soft) return fn.template operator()<shaped_kernel<Arch, true, true, false, 0, T, G>>();
     // The hard term alone runs at T = 1 (row_terms), where r is q itself.
-    if (k.integer_temperature == 1) return fn.template operator()<shaped_kernel<Arch, true, false, true, 1, T>>();
-    return fn.template operator()<shaped_kernel<Arch, true, false, true, 0, T>>();
+    if (k.integer_temperature == 1) return fn.template operator()<shaped_kernel<Arch, true, false, true, 1, T, G>>();
+    return fn.template operator()<shaped_kernel<Arch, true, false, true, 0, T, G>>();
 }
 
 // Likewise for the normalise-first kernels, which always have a divergence term. Their hard term
 // takes r from its own exponential at every T: the q^T shortcut would double the kernels compiled
 // for six policies, for a sweep that already spends two exponentials per element.
-template <class Arch, class T, class Fn>
+template <class Arch, class T, class G, class Fn>
 inline decltype(auto) with_normalised_kernel(const row_terms& k, Fn&& fn) noexcept {
-    if (!k.hard) return fn.template operator()<shaped_kernel<Arch, false, true, false, 0, T>>();
-    return fn.template operator()<shaped_kernel<Arch, false, true, true, 0, T>>();
+    if (!k.hard) return fn.template operator()<shaped_kernel<Arch, false, true, false, 0, T, G>>();
+    return fn.template operator()<shaped_kernel<Arch, false, true, true, 0, T, G>>();
 }
 
 // The phases of a row over blocks [first, last), as the scheduler calls them, for one policy.
-template <class Arch, class Policy, class T>
-row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, T* grad, std::ptrdiff_t first,
+template <class Arch, class Policy, class T, class G>
+row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, double* teacher_max_at) noexcept {
     const auto run = [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, teacher_max_at); };
-    return statistics_first<Policy>(k) ? with_statistics_first_kernel<Arch, T>(k, run)
-                                       : with_normalised_kernel<Arch, T>(k, run);
+    return statistics_first<Policy>(k) ? with_statistics_first_kernel<Arch, T, G>(k, run)
+                                       : with_normalised_kernel<Arch, T, G>(k, run);
 }
 
-template <class Arch, class Policy, class T>
+template <class Arch, class Policy, class T, class G>
 divergence_sums<double> row_sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                 const row_stats& st, const T* parked, const double* teacher_max_at,
+                                 const row_stats& st, const G* parked, const double* teacher_max_at,
                                  std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
-    return with_normalised_kernel<Arch, T>(k, [&]<class K>() {
+    return with_normalised_kernel<Arch, T, G>(k, [&]<class K>() {
         return K::template sums<Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
     });
 }
 
-template <class Arch, class Policy, class T>
+template <class Arch, class Policy, class T, class G>
 void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                  const row_stats& st, const divergence_value& value, T* grad, std::ptrdiff_t first,
+                  const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
                   std::ptrdiff_t last, const double* teacher_max_at) noexcept {
     if (statistics_first<Policy>(k))
-        with_statistics_first_kernel<Arch, T>(
+        with_statistics_first_kernel<Arch, T, G>(
             k, [&]<class K>() { K::gradient(s, t, label, C, k, st, grad, first, last, teacher_max_at); });
     else
-        with_normalised_kernel<Arch, T>(k, [&]<class K>() {
+        with_normalised_kernel<Arch, T, G>(k, [&]<class K>() {
             K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
         });
 }
 
 // The row's loss from its statistics and sums (detail::row_loss). Forward KL's statistics-first
 // value is recomputed from its terms (one more sweep) when it is too close to 0 to be trusted.
-template <class Arch, class Policy, class T>
+template <class Arch, class Policy, class T, class G>
 row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                     std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                    const T* parked, const double* teacher_max_at) noexcept {
+                    const G* parked, const double* teacher_max_at) noexcept {
     const bool first_statistics = statistics_first<Policy>(k);
     row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
     if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
         if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
-            forward_kl_policy::worth_terms<T>(out.divergence, st.acc, st.zq, st.zp)) {
+            forward_kl_policy::worth_terms<compute_t<T>>(out.divergence, st.acc, st.zq, st.zp)) {
             const divergence_sums<double> terms =
                 row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, teacher_max_at, 0,
                                                   row_blocks<Arch, T>(C));
@@ -414,9 +441,9 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
 
 // The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
 // A divergence defined outside the library runs through here too (tests/policy.test.cpp).
-template <class Arch, class Policy, class T>
+template <class Arch, class Policy, class T, class G>
 row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                          T* grad) noexcept {
+                          G* grad) noexcept {
     double teacher_max_at[max_blocks];
     const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
     const bool first_statistics = statistics_first<Policy>(k);
@@ -438,9 +465,9 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
 }
 
 // The whole row, with the policy that k names.
-template <class Arch, class T>
+template <class Arch, class T, class G>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                     T* grad) noexcept {
+                     G* grad) noexcept {
     return with_divergence(k.divergence,
                            [&]<class Policy>() { return fused_row_with<Arch, Policy>(s, t, label, C, k, grad); });
 }

@@ -8,7 +8,9 @@
 #include <xsimd/xsimd.hpp>
 
 #include "../vector_ops.hpp"
+#include "../storage_type.hpp"
 #include "compat.hpp"
+#include "narrow_load_store.hpp"
 
 namespace distill::detail::simd {
 
@@ -23,12 +25,13 @@ inline std::ptrdiff_t block_length(std::ptrdiff_t cols, std::ptrdiff_t lanes) no
     return (b + lanes - 1) / lanes * lanes;
 }
 
-// Partial sums run in the input precision over at most this many vectors (32 terms per lane:
+// Partial sums run in the compute precision (float for 16-bit logits) over at most this many vectors (32 terms per lane:
 // relative error below 32 ulp of float, about 2e-6, worst case) before they are added into the
 // double accumulators, which keeps "the loss accumulates in double" without a conversion per element.
 inline constexpr std::ptrdiff_t flush_vectors = 32;
 
-// Full batch or tail: the kernels run tails through the same code with a neutral fill.
+// Full batch or tail: the kernels run tails through the same code with a neutral fill. Pointers to
+// 16-bit values load and store float batches (narrow_load_store.hpp).
 template <class Arch, class T>
 DISTILL_ALWAYS_INLINE xsimd::batch<T, Arch> load(const T* p, std::ptrdiff_t n, T fill) noexcept {
     using V = xsimd::batch<T, Arch>;

@@ -17,6 +17,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "../row_terms.hpp"
+#include "../storage_type.hpp"
 #include "../top_k_row.hpp"
 #include "exp.hpp"
 #include "fused_row.hpp"
@@ -24,8 +25,9 @@
 
 namespace distill::detail::simd {
 
-template <class Arch, class T>
-double row_max(const T* s, std::ptrdiff_t C) noexcept {
+template <class Arch, class In>
+double row_max(const In* s, std::ptrdiff_t C) noexcept {
+    using T = compute_t<In>;
     using V = xsimd::batch<T, Arch>;
     constexpr T minus_inf = -std::numeric_limits<T>::infinity();
     V m(minus_inf);  // NaN needs no test: its exponential makes the sums NaN
@@ -33,18 +35,20 @@ double row_max(const T* s, std::ptrdiff_t C) noexcept {
     return static_cast<double>(reduce_max(m));
 }
 
-// Hard / Power as in shaped_kernel (simd/fused_row.hpp), whose r and hard-term helpers these reuse.
-template <class Arch, bool Hard, int Power, class T>
+// Hard / Power / In / Out as in shaped_kernel (simd/fused_row.hpp), whose r and hard-term helpers
+// these reuse.
+template <class Arch, bool Hard, int Power, class In, class Out>
 struct top_k_kernel {
+    using shape = shaped_kernel<Arch, true, false, Hard, Power, In, Out>;
+    using T = typename shape::T;
     using V = xsimd::batch<T, Arch>;
-    using shape = shaped_kernel<Arch, true, false, Hard, Power, T>;
     static constexpr std::ptrdiff_t W = V::size;
     static constexpr T minus_inf = -std::numeric_limits<T>::infinity();
 
     // `park`, when not null, receives e_q of every column outside the teacher's classes, for the
-    // gradient sweep to read back instead of recomputing it.
-    static top_k_student_sums sums(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
-                                   const row_terms& k, T* park) noexcept {
+    // gradient sweep to read back instead of recomputing it (never a 16-bit buffer: top_k_row.hpp).
+    static top_k_student_sums sums(const In* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
+                                   const row_terms& k, Out* park) noexcept {
         top_k_student_sums out;
         const double shift = shift_of(ms);
         const V v_shift(static_cast<T>(shift)), v_inv_t(static_cast<T>(k.inv_temperature));
@@ -60,7 +64,8 @@ struct top_k_kernel {
                         const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
                         const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
                         part_z += e_q;
-                        if (park) store<Arch>(park + i, n, e_q);
+                        if constexpr (shape::parks)
+                            if (park) store<Arch>(park + i, n, e_q);
                         if constexpr (Hard) {
                             part_r += shape::r_from(e_q, shifted, k);
                             if (smooth) {
@@ -92,9 +97,9 @@ struct top_k_kernel {
 
     // `parked`: the sums sweep left e_q in `grad` outside the teacher's classes.
     template <class SoftAt>
-    static void gradient(const T* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
+    static void gradient(const In* s, std::ptrdiff_t C, std::span<const top_k_entry> entries, double ms,
                          double tail_coefficient, double zr, std::int64_t label, const row_terms& k, SoftAt&& soft_at,
-                         bool parked, T* grad) noexcept {
+                         bool parked, Out* grad) noexcept {
         row_stats st;
         st.zr = zr;
         const typename shape::hard_part hard(k, st, C);
@@ -106,21 +111,21 @@ struct top_k_kernel {
         for_each_run(
             C, entries,
             [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
-                if (parked && !(Hard && Power == 0)) {  // e_q (and r from it) without s or an exponential
+                if (shape::parks && parked && !(Hard && Power == 0)) {  // e_q (and r from it) without s or an exponential
                     for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                         const V e_q = load<Arch>(grad + i, n, T(0));
                         V g = coef_tail * e_q;
                         if constexpr (Hard) g += hard.at(e_q, e_q, k, i, n);
-                        store<Arch>(grad + i, n, g);
+                        shape::store_gradient(grad, i, n, g, label, k);
                     });
                     return;
                 }
                 for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                     const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
-                    const V e_q = parked ? load<Arch>(grad + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
+                    const V e_q = shape::parks && parked ? load<Arch>(grad + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
                     V g = coef_tail * e_q;
                     if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
-                    store<Arch>(grad + i, n, g);
+                    shape::store_gradient(grad, i, n, g, label, k);
                 });
             },
             [&](const top_k_entry& e) {
@@ -129,19 +134,22 @@ struct top_k_kernel {
                 if constexpr (Hard) {
                     const double w = class_weights ? static_cast<double>(class_weights[e.column]) : 1.0;
                     g += k.hard_grad * (r_weight * std::exp(s_c - ms - log_zr) - k.smoothing * w / static_cast<double>(C));
+                    // A 16-bit gradient takes the label's target off before its one rounding
+                    // (shape::subtract_label_target leaves it to the stores).
+                    if (is_16bit_float<Out> && e.column == label) g -= k.hard_grad * (1 - k.smoothing) * k.label_weight;
                 }
-                grad[e.column] = static_cast<T>(g);
+                grad[e.column] = from_double<Out>(g);
             });
         shape::subtract_label_target(grad, label, 0, C, k);
     }
 };
 
 // Runs `fn` with the top_k_kernel for k's shape.
-template <class Arch, class T, class Fn>
+template <class Arch, class T, class G, class Fn>
 decltype(auto) with_top_k_kernel(const row_terms& k, Fn&& fn) noexcept {
-    if (!k.hard) return fn.template operator()<top_k_kernel<Arch, false, 0, T>>();
-    if (k.integer_temperature) return fn.template operator()<top_k_kernel<Arch, true, -1, T>>();
-    return fn.template operator()<top_k_kernel<Arch, true, 0, T>>();
+    if (!k.hard) return fn.template operator()<top_k_kernel<Arch, false, 0, T, G>>();
+    if (k.integer_temperature) return fn.template operator()<top_k_kernel<Arch, true, -1, T, G>>();
+    return fn.template operator()<top_k_kernel<Arch, true, 0, T, G>>();
 }
 
 }  // namespace distill::detail::simd
