@@ -7,11 +7,12 @@
 //     u64      rows, k, vocabulary
 //     f64      temperature the log-probabilities were taken at (log_softmax(teacher logits / T))
 //     i32      rows x k class indices, row by row (-1: padding, a row with fewer classes)
-//     f32      rows x k log-probabilities, row by row
+//     bf16     rows x k log-probabilities, row by row (the upper 16 bits of the float)
 //
 // The student here is a linear softmax model over fixed features, trained by plain gradient descent
 // with top_k_distillation_loss (tail_bucket: the teacher's mass outside its k tokens is one more
-// category). The example checks that the student learns the teacher's whole distribution (its KL
+// category) in bfloat16, as language models train: bf16 logits and log-probabilities in, the
+// gradient written in float for the float master weights. The example checks that the student learns the teacher's whole distribution (its KL
 // to the teacher over the full vocabulary falls), and prints the memory the file saves against the
 // dense teacher.
 #include <distill/distill.hpp>
@@ -32,6 +33,8 @@ namespace {
 
 using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using index_matrix = Eigen::Matrix<std::int32_t, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using bf16 = Eigen::bfloat16;
+using bf16_matrix = Eigen::Matrix<bf16, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 constexpr Eigen::Index tokens = 1024, features = 32, vocab = 8192, top = 20, batch = 128;
 constexpr double temperature = 2.0;
@@ -40,7 +43,7 @@ struct top_k_file {
     std::uint64_t rows = 0, k = 0, vocabulary = 0;
     double temperature = 0;
     index_matrix indices;
-    matrix log_probs;
+    bf16_matrix log_probs;
 };
 
 void write(const std::string& path, const top_k_file& f) {
@@ -49,7 +52,7 @@ void write(const std::string& path, const top_k_file& f) {
     for (std::uint64_t v : {f.rows, f.k, f.vocabulary}) out.write(reinterpret_cast<const char*>(&v), sizeof v);
     out.write(reinterpret_cast<const char*>(&f.temperature), sizeof f.temperature);
     out.write(reinterpret_cast<const char*>(f.indices.data()), static_cast<std::streamsize>(sizeof(std::int32_t) * f.indices.size()));
-    out.write(reinterpret_cast<const char*>(f.log_probs.data()), static_cast<std::streamsize>(sizeof(float) * f.log_probs.size()));
+    out.write(reinterpret_cast<const char*>(f.log_probs.data()), static_cast<std::streamsize>(sizeof(bf16) * f.log_probs.size()));
 }
 
 bool read(const std::string& path, top_k_file& f) {
@@ -61,7 +64,7 @@ bool read(const std::string& path, top_k_file& f) {
     f.indices.resize(static_cast<Eigen::Index>(f.rows), static_cast<Eigen::Index>(f.k));
     f.log_probs.resize(static_cast<Eigen::Index>(f.rows), static_cast<Eigen::Index>(f.k));
     in.read(reinterpret_cast<char*>(f.indices.data()), static_cast<std::streamsize>(sizeof(std::int32_t) * f.indices.size()));
-    in.read(reinterpret_cast<char*>(f.log_probs.data()), static_cast<std::streamsize>(sizeof(float) * f.log_probs.size()));
+    in.read(reinterpret_cast<char*>(f.log_probs.data()), static_cast<std::streamsize>(sizeof(bf16) * f.log_probs.size()));
     return static_cast<bool>(in);
 }
 
@@ -78,7 +81,7 @@ top_k_file top_k_of(const matrix& teacher_log_probs) {
                           [&](std::int32_t a, std::int32_t b) { return teacher_log_probs(i, a) > teacher_log_probs(i, b); });
         for (Eigen::Index j = 0; j < top; ++j) {
             f.indices(i, j) = order[static_cast<std::size_t>(j)];
-            f.log_probs(i, j) = teacher_log_probs(i, order[static_cast<std::size_t>(j)]);
+            f.log_probs(i, j) = bf16(teacher_log_probs(i, order[static_cast<std::size_t>(j)]));
         }
     }
     return f;
@@ -111,20 +114,23 @@ int main() {
         std::fprintf(stderr, "could not read %s back\n", path.c_str());
         return 1;
     }
-    const distill::top_k_distillation_loss<float> kd(
+    // bf16 log-probabilities carry 8 significant bits: their top-k mass may read up to about 1% above
+    // 1, which the tolerance must allow (docs/api.md).
+    const distill::top_k_distillation_loss<bf16> kd(
         {.temperature = f.temperature, .alpha = 1.0, .teacher = distill::teacher_input::log_probabilities},
-        {.mode = distill::top_k_mode::tail_bucket});
+        {.mode = distill::top_k_mode::tail_bucket, .mass_tolerance = 0.02});
     const double before = full_kl(teacher_log_probs, x * student_weights);
-    matrix logits(batch, vocab), grad(batch, vocab);
+    bf16_matrix logits(batch, vocab);
+    matrix grad(batch, vocab);  // the gradient in float: the caller's buffer decides
     const float learning_rate = 40.0f;
     double last = 0;
     for (int epoch = 0; epoch < 25; ++epoch) {
         double epoch_loss = 0;
         for (Eigen::Index b = 0; b < tokens; b += batch) {
             const auto xb = x.middleRows(b, batch);
-            logits.noalias() = xb * student_weights;
+            logits = (xb * student_weights).cast<bf16>();  // the student's forward pass in bf16
             const index_matrix indices = f.indices.middleRows(b, batch);
-            const matrix values = f.log_probs.middleRows(b, batch);
+            const bf16_matrix values = f.log_probs.middleRows(b, batch);
             epoch_loss += kd.loss_and_grad(logits, distill::top_k(indices, values), distill::no_labels, grad).total;
             student_weights.noalias() -= learning_rate * (xb.transpose() * grad);  // dL/dW = x^T dL/ds
         }
@@ -134,7 +140,7 @@ int main() {
     const double after = full_kl(teacher_log_probs, x * student_weights);
 
     const double dense_bytes = static_cast<double>(tokens) * vocab * sizeof(float);
-    const double file_bytes = static_cast<double>(tokens) * top * (sizeof(std::int32_t) + sizeof(float));
+    const double file_bytes = static_cast<double>(tokens) * top * (sizeof(std::int32_t) + sizeof(bf16));
     std::printf("KL(teacher || student) over all %lld classes at T = %g: %.4f before, %.4f after\n",
                 static_cast<long long>(vocab), temperature, before, after);
     std::printf("teacher storage: dense %.1f MiB, top-%lld %.2f MiB (%.0fx smaller)\n", dense_bytes / (1 << 20),
