@@ -36,6 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scales import divergence_scale_terms, finite_abs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 INDEX = os.path.join(HERE, "golden.index")
 BLOB = os.path.join(HERE, "golden.bin")
@@ -669,11 +671,6 @@ def family_expressions(case):
     return defs, total, soft, hard, None
 
 
-def finite_abs(x):
-    """|x| where x is finite, 0 where it is +-inf (a masked class's log, whose weight is 0)."""
-    return torch.where(torch.isfinite(x), x.abs(), torch.zeros_like(x))
-
-
 def family_scales(case, k):
     """Tolerance scales of a family case (README.md, "Tolerance scales"): per-row loss scale, the
     reduced loss scale and the per-row gradient scale."""
@@ -688,50 +685,12 @@ def family_scales(case, k):
     lp = {"logits": lambda: F.log_softmax(t / T, 1), "log_probabilities": lambda: F.log_softmax(t, 1),
           "probabilities": lambda: torch.log(t / t.sum(1, keepdim=True))}[case["teacher_input"]]()
     q, p = lq.exp(), lp.exp()
-    # lambda_c: the size of the rounding error of the logs that element c's terms are made of, in
-    # units of the rounding unit: |log p| + |log q| + 2 (+ |log m| where a mixture m is taken).
-    lam = finite_abs(lp) + finite_abs(lq) + 2
-    rowsum = lambda x: x.sum(1)
-    if name == "forward_kl":
-        row_loss = rowsum(p * lam)
-        g = p + q
-    elif name == "reverse_kl":
-        big = rowsum(q * lam)
-        D = rowsum(torch.where(q > 0, q * (lq - lp), 0.0))
-        row_loss = big
-        g = q * (lam + finite_abs(D)[:, None] + big[:, None])
-    elif name == "jensen_shannon":
-        b = prm["beta"]
-        m = b * p + (1 - b) * q
-        lm = torch.log(m)
-        lam = lam + finite_abs(lm)
-        K = rowsum(torch.where(q > 0, q * (lq - lm), 0.0))
-        big_k = rowsum(q * lam)
-        row_loss = rowsum(m * lam)
-        g = (1 - b) * q * (lam + finite_abs(K)[:, None] + big_k[:, None])
-    elif name == "skew_kl":
-        a = prm["skew"]
-        m = a * p + (1 - a) * q
-        lam = lam + finite_abs(torch.log(m))
-        wv = torch.where(p * q > 0, p * q / m, 0.0)
-        W, big_w = rowsum(wv), rowsum(wv * lam)
-        row_loss = rowsum(p * lam)
-        g = (1 - a) * (q * (W + big_w)[:, None] + wv * lam)
-    elif name == "skew_reverse_kl":
-        a = prm["skew"]
-        m = (1 - a) * p + a * q
-        lm = torch.log(m)
-        lam = lam + finite_abs(lm)
-        ratio = torch.where((q > 0) & (m > 0), q / m, 0.0)
-        D = rowsum(torch.where(q > 0, q * (lq - lm), 0.0))
-        S, big_s = rowsum(q * ratio), rowsum(q * ratio * lam)
-        big = rowsum(q * lam)
-        row_loss = big
-        g = q * (lam + finite_abs(D)[:, None] + big[:, None] + a * (ratio + S[:, None]) * lam + a * big_s[:, None])
-    elif name == "total_variation":
-        row_loss = 0.5 * rowsum((p + q) * lam)
-        g = q * (lam + 1 + 0.5 * rowsum(q * lam)[:, None])
-    elif name == "decoupled_kd":
+    # Every divergence but decoupled KD: the scales the top-k generator shares (scales.py).
+    if name != "decoupled_kd":
+        row_loss, g = divergence_scale_terms(name, prm, p, q, lp, lq)
+    else:
+        lam = finite_abs(lp) + finite_abs(lq) + 2
+        rowsum = lambda x: x.sum(1)
         wt, wn = prm["target_weight"], prm["non_target_weight"]
         y = torch.tensor(case["labels"]).clamp(min=0)
         gm = F.one_hot(y, c).bool()
@@ -746,8 +705,6 @@ def family_scales(case, k):
         g = ((q / Q[:, None]) * (wt * (Q + P) + wn)[:, None] * (lam + lam_q[:, None])
              + wn * (p / P[:, None]) * (lam + lam_p[:, None]))
         g = torch.where(gm, (wt * (P * lam_p + Q * lam_q))[:, None], g)
-    else:
-        raise ValueError(name)
     t2 = T * T if case["scale_by_t_squared"] else 1.0
     g_t = T if case["scale_by_t_squared"] else 1.0 / T
     row_loss = alpha * t2 * row_loss

@@ -46,6 +46,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scales import divergence_scale_terms, finite_abs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 INDEX = os.path.join(HERE, "top_k.index")
 BLOB = os.path.join(HERE, "top_k.bin")
@@ -241,59 +243,13 @@ def environment(case, dtype=torch.float64):
 # Tolerance scales (README.md, "Tolerance scales"), over the k + 1 categories
 
 
-def finite_abs(x):
-    return torch.where(torch.isfinite(x), x.abs(), torch.zeros_like(x))
-
-
 def scales(case, env):
     name, prm = case["divergence"], case["params"]
     T, alpha = case["temperature"], case["alpha"]
     P, Q, LP, LQ = (env[x].detach() for x in ("P", "Q", "LP", "LQ"))
     s = env["s"].detach()
     n, c = s.shape
-    lam = finite_abs(LP) + finite_abs(LQ) + 2
-    rowsum = lambda x: x.sum(1)
-    if name == "forward_kl":
-        row_loss = rowsum(P * lam)
-        g = P + Q
-    elif name == "reverse_kl":
-        big = rowsum(Q * lam)
-        D = rowsum(torch.where(Q > 0, Q * (LQ - LP), 0.0))
-        row_loss = big
-        g = Q * (lam + finite_abs(D)[:, None] + big[:, None])
-    elif name == "jensen_shannon":
-        b = prm["beta"]
-        m = b * P + (1 - b) * Q
-        lm = torch.log(m)
-        lam = lam + finite_abs(lm)
-        K = rowsum(torch.where(Q > 0, Q * (LQ - lm), 0.0))
-        big_k = rowsum(Q * lam)
-        row_loss = rowsum(m * lam)
-        g = (1 - b) * Q * (lam + finite_abs(K)[:, None] + big_k[:, None])
-    elif name == "skew_kl":
-        a = prm["skew"]
-        m = a * P + (1 - a) * Q
-        lam = lam + finite_abs(torch.log(m))
-        wv = torch.where(P * Q > 0, P * Q / m, 0.0)
-        W, big_w = rowsum(wv), rowsum(wv * lam)
-        row_loss = rowsum(P * lam)
-        g = (1 - a) * (Q * (W + big_w)[:, None] + wv * lam)
-    elif name == "skew_reverse_kl":
-        a = prm["skew"]
-        m = (1 - a) * P + a * Q
-        lm = torch.log(m)
-        lam = lam + finite_abs(lm)
-        ratio = torch.where((Q > 0) & (m > 0), Q / m, 0.0)
-        D = rowsum(torch.where(Q > 0, Q * (LQ - lm), 0.0))
-        S, big_s = rowsum(Q * ratio), rowsum(Q * ratio * lam)
-        big = rowsum(Q * lam)
-        row_loss = big
-        g = Q * (lam + finite_abs(D)[:, None] + big[:, None] + a * (ratio + S[:, None]) * lam + a * big_s[:, None])
-    elif name == "total_variation":
-        row_loss = 0.5 * rowsum((P + Q) * lam)
-        g = Q * (lam + 1 + 0.5 * rowsum(Q * lam)[:, None])
-    else:
-        raise ValueError(name)
+    row_loss, g = divergence_scale_terms(name, prm, P, Q, LP, LQ)
     # Per column: a teacher class has its category's scale; any other column its share of the
     # tail's, q_j / q_t (its gradient is that share of the tail element's).
     q, inK, v, j = env["q"].detach(), env["inK"], env["v"], env["j"]
