@@ -26,6 +26,27 @@ struct divergence_options {
     teacher_input teacher = teacher_input::logits;  // what the teacher's values are
 };
 
+namespace detail {
+
+// The loss_config of divergence_options, for every functor built from them (no cross-entropy term).
+inline loss_config divergence_config(const divergence_options& o, const char* loss_name) noexcept {
+    loss_config c;
+    c.loss_name = loss_name;
+    c.soft_term = true;
+    const divergence_choice d = choose(o.divergence);
+    c.divergence = d.kind;
+    c.params = d.params;
+    c.temperature = o.temperature;
+    c.scale_by_t_squared = o.scale_by_t_squared;
+    c.teacher = o.teacher;
+    c.reduce = o.reduce;
+    c.normalizer = o.normalizer;
+    c.check_finite = o.check_finite;
+    return c;
+}
+
+}  // namespace detail
+
 // Calls: loss(student, teacher[, rows]) and loss_and_grad(student, teacher, grad[, rows]), each
 // optionally with an executor first, and their non-throwing try_ twins (detail/loss_functor.hpp).
 template <class Scalar>
@@ -43,21 +64,7 @@ private:
                per_row rows) const noexcept {
         return detail::evaluate<Scalar, Isa>(exec, config(), student, teacher, detail::absent{}, grad, rows, out);
     }
-    detail::loss_config config() const noexcept {
-        detail::loss_config c;
-        c.loss_name = "divergence_loss";
-        c.soft_term = true;
-        const detail::divergence_choice d = detail::choose(options_.divergence);
-        c.divergence = d.kind;
-        c.params = d.params;
-        c.temperature = options_.temperature;
-        c.scale_by_t_squared = options_.scale_by_t_squared;
-        c.teacher = options_.teacher;
-        c.reduce = options_.reduce;
-        c.normalizer = options_.normalizer;
-        c.check_finite = options_.check_finite;
-        return c;
-    }
+    detail::loss_config config() const noexcept { return detail::divergence_config(options_, "divergence_loss"); }
 
     divergence_options options_{};
 };

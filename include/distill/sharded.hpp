@@ -61,7 +61,7 @@ public:
     }
     // T^2 D(p, q), as divergence_loss.
     sharded_loss(const divergence_options& options, const vocabulary_shard& shard)
-        : config_(config_of(options)), shard_(shard) {
+        : config_(detail::divergence_config(options, "sharded_loss")), shard_(shard) {
         check_options_or_throw();
     }
     const vocabulary_shard& shard() const noexcept { return shard_; }
@@ -176,21 +176,6 @@ public:
 #endif
 
 private:
-    static detail::loss_config config_of(const divergence_options& o) noexcept {
-        detail::loss_config c;
-        c.loss_name = "sharded_loss";
-        c.soft_term = true;
-        const detail::divergence_choice d = detail::choose(o.divergence);
-        c.divergence = d.kind;
-        c.params = d.params;
-        c.temperature = o.temperature;
-        c.scale_by_t_squared = o.scale_by_t_squared;
-        c.teacher = o.teacher;
-        c.reduce = o.reduce;
-        c.normalizer = o.normalizer;
-        c.check_finite = o.check_finite;
-        return c;
-    }
     void check_options_or_throw() const {
 #if defined(__cpp_exceptions)
         detail::throw_if_error(detail::check_options(config_));
