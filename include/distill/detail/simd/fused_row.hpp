@@ -225,6 +225,83 @@ struct shaped_kernel {
         }
     }
 
+    // ---- short rows ----
+
+    // A row of at most two vectors (C <= 2W: a small classifier's ten classes) is held in registers
+    // from its load to its gradient. Same operations, in the same order, as statistics() and
+    // gradient() over the one block such a row is, so the bits are theirs; what goes is the
+    // per-block bookkeeping, the parking of e_p and the second read and exponential of s, which on
+    // rows this short cost more than the row's own arithmetic. Label smoothing keeps the general
+    // kernels (its sum of logits must leave a tail's fill out lane by lane).
+    template <int Vectors>
+    struct short_row {
+        V shifted[Vectors], e_q[Vectors], e_p[Vectors];
+        row_stats st;
+    };
+
+    template <int Vectors>
+    static short_row<Vectors> short_statistics(const In* s, const In* t, std::ptrdiff_t C,
+                                               const row_terms& k) noexcept {
+        const auto select = [](auto c, auto a, auto b) { return xsimd::select(c, a, b); };
+        const V v_inv_t(static_cast<T>(k.inv_temperature)), v_teacher_inv_t(static_cast<T>(k.teacher_inv_temperature));
+        const V zero(T(0));
+        short_row<Vectors> r;
+        V sv[Vectors], tv[Vectors];
+        V vms(minus_inf), vmt(minus_inf);
+        for (int v = 0; v < Vectors; ++v) {
+            const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
+            sv[v] = load<Arch>(s + i, n, minus_inf);
+            vms = xsimd::max(vms, sv[v]);
+            if constexpr (Soft) {
+                tv[v] = teacher_at(t + i, n, k.teacher_probabilities);
+                vmt = xsimd::max(vmt, tv[v]);
+            }
+        }
+        row_stats& st = r.st;
+        rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
+        const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
+        V zq(T(0)), zr(T(0)), zp(T(0)), acc(T(0));
+        for (int v = 0; v < Vectors; ++v) {
+            r.shifted[v] = sv[v] - shift_s;
+            const V x = r.shifted[v] * v_inv_t;
+            r.e_q[v] = exp_nonpositive<Arch>(x);
+            zq += r.e_q[v];
+            if constexpr (Hard) zr += r_from(r.e_q[v], r.shifted[v], k);
+            if constexpr (Soft) {
+                const V y = (tv[v] - shift_t) * v_teacher_inv_t;
+                r.e_p[v] = exp_nonpositive<Arch>(y);
+                zp += r.e_p[v];
+                acc += forward_kl_policy::term(x, y, r.e_p[v], zero, select);
+            }
+        }
+        st.zq += reduce_add(zq);
+        if constexpr (Hard) st.zr += reduce_add(zr);
+        if constexpr (Soft) {
+            st.zp += reduce_add(zp);
+            st.acc += reduce_add(acc);
+        }
+        st.seen = C;
+        return r;
+    }
+
+    // gradient() of a short row, from the registers short_statistics filled. The teacher's factor
+    // is gradient()'s for a block whose max is the row's: soft_grad / Z_p.
+    template <int Vectors>
+    static void short_gradient(const short_row<Vectors>& r, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                               Out* grad) noexcept {
+        const row_stats& st = r.st;
+        const V coef_q(static_cast<T>(k.soft_grad / st.zq)), teacher_factor(static_cast<T>(k.soft_grad / st.zp));
+        const hard_part hard(k, st, C);
+        for (int v = 0; v < Vectors; ++v) {
+            const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
+            V g(T(0));
+            if constexpr (Soft) g = xsimd::fnma(teacher_factor, r.e_p[v], coef_q * r.e_q[v]);
+            if constexpr (Hard) g += hard.at(r.e_q[v], r.shifted[v], k, i, n);
+            store_gradient(grad, i, n, g, label, k);
+        }
+        subtract_label_target(grad, label, 0, C, k);
+    }
+
     // ---- normalise-first ----
 
     // Row constants of the normalised sweeps, as batches.
@@ -439,11 +516,38 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
     return out;
 }
 
+// Whether a row takes the short-row kernels (shaped_kernel::short_statistics): a statistics-first
+// row of at most two vectors without label smoothing.
+template <class Arch, class Policy, class T>
+bool short_row_fits(std::ptrdiff_t C, const row_terms& k) noexcept {
+    return statistics_first<Policy>(k) && C <= 2 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) &&
+           !(k.hard && k.smoothing > 0);
+}
+
+// A short row whole: statistics and gradient from registers, the loss as for any row.
+template <class Arch, class Policy, class T, class G>
+row_result short_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                          G* grad) noexcept {
+    return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() {
+        const auto run = [&]<int Vectors>() {
+            const auto r = K::template short_statistics<Vectors>(s, t, C, k);
+            divergence_value value;
+            // Nothing is parked: a forward KL recomputed from its terms takes p's own exponential.
+            const row_result out = row_loss<Arch, Policy>(r.st, {}, s, t, label, C, k, value,
+                                                          static_cast<const G*>(nullptr), nullptr);
+            if (grad && out.student_defined && out.teacher_defined) K::short_gradient(r, label, C, k, grad);
+            return out;
+        };
+        return C <= K::W ? run.template operator()<1>() : run.template operator()<2>();
+    });
+}
+
 // The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
 // A divergence defined outside the library runs through here too (tests/policy.test.cpp).
 template <class Arch, class Policy, class T, class G>
 row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                           G* grad) noexcept {
+    if (short_row_fits<Arch, Policy, T>(C, k)) return short_row_with<Arch, Policy>(s, t, label, C, k, grad);
     double teacher_max_at[max_blocks];
     const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
     const bool first_statistics = statistics_first<Policy>(k);

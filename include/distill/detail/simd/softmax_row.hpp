@@ -44,10 +44,47 @@ DISTILL_ALWAYS_INLINE V scaled_logit(const V& s, const V& shift, const V& inv_t)
         return (s - shift) * inv_t;
 }
 
+// A row of at most two vectors, held in registers: the sweeps below over its one block, the same
+// operations in the same order (so the same bits), without the block bookkeeping and the store and
+// reload of the exponentials, which on rows of ten classes cost more than the exponentials.
+template <class Arch, bool Log, bool UnitT, int Vectors, class T>
+bool short_softmax_row(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
+    using V = xsimd::batch<T, Arch>;
+    constexpr std::ptrdiff_t W = V::size;
+    constexpr T fill = -std::numeric_limits<T>::infinity();
+    V x[Vectors];
+    V vm(fill);
+    for (int v = 0; v < Vectors; ++v) {
+        x[v] = load<Arch>(s + v * W, std::min(W, C - v * W), fill);
+        vm = xsimd::max(vm, x[v]);
+    }
+    const double m = sticky_max(-std::numeric_limits<double>::infinity(), reduce_max(vm));
+    const V v_inv_t(static_cast<T>(inv_t)), shift(static_cast<T>(shift_of(m)));
+    V e[Vectors];
+    V part(T(0));
+    for (int v = 0; v < Vectors; ++v) {
+        e[v] = exp_nonpositive<Arch>(scaled_logit<UnitT>(x[v], shift, v_inv_t));
+        part += e[v];
+    }
+    const double z = reduce_add(part);
+    if (m == -std::numeric_limits<double>::infinity() && !std::isnan(z)) return false;  // all -inf
+    const V scale(static_cast<T>(1 / z)), log_z(static_cast<T>(std::log(z)));
+    for (int v = 0; v < Vectors; ++v) {
+        const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
+        if constexpr (Log)
+            store<Arch>(out + i, n, scaled_logit<UnitT>(x[v], shift, v_inv_t) - log_z);
+        else
+            store<Arch>(out + i, n, e[v] * scale);
+    }
+    return true;
+}
+
 template <class Arch, bool Log, bool UnitT, class T>
 bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
     using V = xsimd::batch<T, Arch>;
     constexpr std::ptrdiff_t W = V::size;
+    if (C <= W) return short_softmax_row<Arch, Log, UnitT, 1>(s, C, inv_t, out);
+    if (C <= 2 * W) return short_softmax_row<Arch, Log, UnitT, 2>(s, C, inv_t, out);
     constexpr double minus_inf = -std::numeric_limits<double>::infinity();
     constexpr T fill = -std::numeric_limits<T>::infinity();
     const V v_inv_t(static_cast<T>(inv_t));
