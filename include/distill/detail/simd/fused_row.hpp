@@ -112,6 +112,8 @@ struct shaped_kernel {
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 V part_zq(T(0)), part_zr(T(0)), part_zp(T(0)), part_acc(T(0)), part_x(T(0));
                 for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                    prefetch_ahead(s + i, block);
+                    if constexpr (Soft) prefetch_ahead(t + i, block);
                     const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
                     const V x = shifted * v_inv_t;
                     const V e_q = exp_nonpositive<Arch>(x);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 #include <xsimd/xsimd.hpp>
 
@@ -45,6 +46,22 @@ DISTILL_ALWAYS_INLINE void store(T* p, std::ptrdiff_t n, const xsimd::batch<T, A
         x.store_unaligned(p);
     else
         store_partial<T, Arch>(p, static_cast<std::size_t>(n), x);
+}
+
+// Asks for the cache line `ahead` elements past p, to be read soon. Sweep 1 reads a block from
+// memory for its maxima and then spends its exponentials on it from L1, during which nothing else
+// asks memory for anything; prefetching the next block (one line per vector) while the
+// exponentials run overlaps the two (about 10% at 512 x 32000 on Zen 4). A hint only: it never
+// faults, and the address is formed as an integer, so it may lie past the row's end (the next row
+// of a contiguous batch) or past the buffer.
+template <class T>
+DISTILL_ALWAYS_INLINE void prefetch_ahead(const T* p, std::ptrdiff_t ahead) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) +
+                                                     static_cast<std::uintptr_t>(ahead) * sizeof(T)));
+#else
+    (void)p, (void)ahead;
+#endif
 }
 
 // Calls body(i, W) for each full vector of [begin, end) and body(i, n) once for a tail of n < W:

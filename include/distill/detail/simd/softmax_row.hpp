@@ -112,6 +112,7 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
             const std::ptrdiff_t chunk_end = std::min(end, c + flush_vectors * W);
             V part(T(0));
             for_each_vector<W>(c, chunk_end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+                prefetch_ahead(s + j, block);
                 const V x = load<Arch>(s + j, n, fill);
                 const V e = exp_nonpositive<Arch>(scaled_logit<UnitT>(x, shift, v_inv_t));
                 if (store_block) store<Arch>(out + j, n, Log ? x : e);
