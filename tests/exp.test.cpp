@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include <distill/detail/simd/exp.hpp>
 
@@ -76,4 +77,58 @@ TEST_CASE("exp_nonpositive special values", "[exp]") {
     CHECK(padded[5] == 1.0f);           // e^-tiny rounds to 1
     CHECK(padded[6] == 1.0f);
     CHECK(padded[7] == 1.0f);
+}
+
+namespace {
+using VD = xsimd::batch<double, arch>;
+constexpr std::size_t WD = VD::size;
+
+// exp_nonpositive<double> of n values, a vector at a time (n a multiple of WD).
+void exp_doubles(const double* in, double* out, std::size_t n) {
+    for (std::size_t i = 0; i < n; i += WD)
+        distill::detail::simd::exp_nonpositive<arch>(VD::load_unaligned(in + i)).store_unaligned(out + i);
+}
+}  // namespace
+
+TEST_CASE("exp_nonpositive<double> is within 2 ulp of e^x on [-708.39, 0]", "[exp]") {
+    // 2,000,064 values evenly spaced from 0 down to -708.39 (every binade of the result down to
+    // the smallest normal double), against expl in long double (64-bit mantissa on x86), whose own
+    // error is far below a double ulp. 2 ulp is the bound the float exponential has; the double one
+    // is xsimd::exp, about 1 ulp by its own account.
+    constexpr std::size_t n = 2'000'064;
+    std::vector<double> xs(n), out(n);
+    for (std::size_t i = 0; i < n; ++i) xs[i] = -708.39 * static_cast<double>(i) / static_cast<double>(n - 1);
+    exp_doubles(xs.data(), out.data(), n);
+    double worst = 0, worst_x = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const long double exact = std::exp(static_cast<long double>(xs[i]));
+        const double ulp = std::ldexp(1.0, std::ilogb(static_cast<double>(exact)) - 52);
+        const double err = static_cast<double>(std::abs(static_cast<long double>(out[i]) - exact)) / ulp;
+        if (err > worst) worst = err, worst_x = xs[i];
+    }
+    INFO("worst " << worst << " ulp at x = " << worst_x);
+    CHECK(worst <= 2.0);
+}
+
+TEST_CASE("exp_nonpositive<double> special values", "[exp]") {
+    // The values a kernel can pass: masked classes (-inf), NaN logits, far-below-range shifts, and
+    // (when a NaN logit hid the row max) x > 0, whose lane must not turn a NaN row into anything else.
+    constexpr double inf = std::numeric_limits<double>::infinity();
+    const double in[8] = {-inf, std::numeric_limits<double>::quiet_NaN(), -1e300, -1000.0, -745.5,
+                          -std::numeric_limits<double>::denorm_min(), 0.0, -0.0};
+    double padded[WD > 8 ? WD : 8] = {};
+    for (std::size_t base = 0; base < 8; base += WD) {
+        double chunk[WD];
+        for (std::size_t i = 0; i < WD; ++i) chunk[i] = base + i < 8 ? in[base + i] : 0.0;
+        exp_doubles(chunk, chunk, WD);
+        for (std::size_t i = 0; i < WD && base + i < 8; ++i) padded[base + i] = chunk[i];
+    }
+    CHECK(padded[0] == 0.0);       // e^-inf = 0: masked classes weigh nothing
+    CHECK(std::isnan(padded[1]));  // NaN propagates
+    CHECK(padded[2] == 0.0);       // far below the double range
+    CHECK(padded[3] == 0.0);
+    CHECK(padded[4] < std::numeric_limits<double>::min());  // e^-745.5 ~ 4e-324: 0 or a subnormal
+    CHECK(padded[5] == 1.0);       // e^-tiny rounds to 1
+    CHECK(padded[6] == 1.0);
+    CHECK(padded[7] == 1.0);
 }
