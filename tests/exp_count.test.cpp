@@ -126,14 +126,38 @@ TEST_CASE("forward KL in double and on a row that is not a whole number of vecto
     inputs<double> d(N, C);
     const distill::kl_divergence<double> kl_d({.temperature = 4.0});
     CHECK(exps_per_element(N, C, [&] { kl_d.loss_and_grad(d.s, d.t, d.g); }) == 2 + 1);
-    // C = 1000 = 62 vectors of 16 + 8 (AVX-512) or 125 of 8 (AVX2): a tail runs through a whole
-    // vector, so the lanes per element are 3 ceil(C / W) W / C.
-    constexpr Eigen::Index C_odd = 1000;
-    inputs<float> f(N, C_odd);
+    // C = 5003 (AVX-512: 312 vectors of 16 and a tail of 11; AVX2: 625 of 8 and 3): a tail runs
+    // through a whole vector, so the lanes per element are 3 ceil(C / W) W / C.
     const distill::kl_divergence<float> kl_f({.temperature = 4.0});
+    constexpr Eigen::Index C_odd = 5003;
+    inputs<float> f(N, C_odd);
     const double vectors_per_row = static_cast<double>((C_odd + lanes - 1) / lanes);
     CHECK(exps_per_element(N, C_odd, [&] { kl_f.loss_and_grad(f.s, f.t, f.g); }) ==
           3 * vectors_per_row * static_cast<double>(lanes) / static_cast<double>(C_odd));
+}
+
+TEST_CASE("a row of one block parks its student exponentials: two an element", "[exp_count]") {
+    // C = 1000 <= 1024, one block (detail/simd/row_blocks.hpp): sweep 1 keeps e_q on the stack and
+    // the gradient sweep reads it, so loss_and_grad spends e_q and e_p once each, as loss() does.
+    // A whole T's r = q^T adds none; a fractional T's r one in each sweep. Each sweep evaluates
+    // ceil(C / W) whole vectors: `per_sweep` exponentials per element, as exps_per_element divides.
+    constexpr Eigen::Index C_one = 1000;
+    const auto per_sweep = [](std::int64_t sweeps, std::int64_t width) {
+        return static_cast<double>(N * sweeps * ((C_one + width - 1) / width) * width) / static_cast<double>(N * C_one);
+    };
+    inputs<float> f(N, C_one);
+    const distill::kl_divergence<float> kl({.temperature = 4.0});
+    CHECK(exps_per_element(N, C_one, [&] { kl.loss_and_grad(f.s, f.t, f.g); }) == per_sweep(2, lanes));
+    CHECK(exps_per_element(N, C_one, [&] { kl.loss(f.s, f.t); }) == per_sweep(2, lanes));
+    const distill::distillation_loss<float> whole({.temperature = 4.0, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_one, [&] { whole.loss_and_grad(f.s, f.t, f.y(), f.g); }) == per_sweep(2, lanes));
+    const distill::distillation_loss<float> fractional({.temperature = 2.5, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_one, [&] { fractional.loss_and_grad(f.s, f.t, f.y(), f.g); }) == per_sweep(4, lanes));
+    // Double: the same.
+    inputs<double> d(N, C_one);
+    const distill::kl_divergence<double> kl_d({.temperature = 4.0});
+    const auto lanes_d = static_cast<std::int64_t>(xsimd::batch<double>::size);
+    CHECK(exps_per_element(N, C_one, [&] { kl_d.loss_and_grad(d.s, d.t, d.g); }) == per_sweep(2, lanes_d));
 }
 
 TEST_CASE("softmax and log_softmax exponentials per element", "[exp_count]") {

@@ -86,9 +86,12 @@ struct shaped_kernel {
     }
 
     // Sweep 1 over blocks [first, last). Statistics-first: parks e_p in grad (when given) and
-    // records, per block, the teacher max its parked values are relative to.
+    // records, per block, the teacher max its parked values are relative to. `student_exps`, when
+    // given (a row of one block, see fused_row_with), receives e_q, which the gradient sweep then
+    // reads instead of computing it again.
     static row_stats statistics(const In* s, const In* t, std::ptrdiff_t C, const row_terms& k, Out* grad,
-                                std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
+                                std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at,
+                                T* student_exps = nullptr) noexcept {
         const auto select = [](auto c, auto a, auto b) { return xsimd::select(c, a, b); };
         const bool smooth = Hard && k.smoothing > 0;
         const T* class_weights = k.class_weights_as<T>();  // weigh the smoothing sum, or null
@@ -117,6 +120,7 @@ struct shaped_kernel {
                     const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
                     const V x = shifted * v_inv_t;
                     const V e_q = exp_nonpositive<Arch>(x);
+                    if (student_exps) store<Arch>(student_exps + i, n, e_q);
                     part_zq += e_q;
                     if constexpr (Hard) {
                         part_zr += r_from(e_q, shifted, k);
@@ -202,10 +206,12 @@ struct shaped_kernel {
         store<Arch>(grad + i, n, g);
     }
 
-    // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics.
+    // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics; e_q from
+    // `student_exps` where sweep 1 parked it (the row's one block: relative to the row max already,
+    // as the e_q computed here would be).
     static void gradient(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                          const row_stats& st, Out* grad, std::ptrdiff_t first, std::ptrdiff_t last,
-                         const double* teacher_max_at) noexcept {
+                         const double* teacher_max_at, const T* student_exps = nullptr) noexcept {
         const V v_inv_t(static_cast<T>(k.inv_temperature)), zero(T(0));
         const V coef_q(static_cast<T>(k.soft_grad / st.zq));
         const hard_part hard(k, st, C);
@@ -217,7 +223,7 @@ struct shaped_kernel {
             const parked_teacher teacher(grad, t, k, st, Soft ? teacher_max_at[b] : minus_inf_d, k.soft_grad / st.zp);
             for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
                 const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
-                const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
+                const V e_q = student_exps ? load<Arch>(student_exps + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
                 V g = zero;
                 if constexpr (Soft) g = xsimd::fnma(teacher.factor, teacher.e_p(i, n), coef_q * e_q);
                 if constexpr (Hard) g += hard.at(e_q, shifted, k, i, n);
@@ -230,11 +236,12 @@ struct shaped_kernel {
     // ---- short rows ----
 
     // A row of at most two vectors (C <= 2W: a small classifier's ten classes) is held in registers
-    // from its load to its gradient. Same operations, in the same order, as statistics() and
-    // gradient() over the one block such a row is, so the bits are theirs; what goes is the
-    // per-block bookkeeping, the parking of e_p and the second read and exponential of s, which on
-    // rows this short cost more than the row's own arithmetic. Label smoothing keeps the general
-    // kernels (its sum of logits must leave a tail's fill out lane by lane).
+    // from its load to its gradient: the formulas of statistics() and gradient() over the one block
+    // such a row is, without the per-block bookkeeping, the parking of e_p and the second read and
+    // exponential of s, which on rows this short cost more than the row's own arithmetic. Chosen by
+    // the row's length alone (short_row_fits), for loss() as for loss_and_grad(), so a row's bits
+    // never depend on the call. Label smoothing keeps the general kernels (its sum of logits must
+    // leave a tail's fill out lane by lane).
     template <int Vectors>
     struct short_row {
         V shifted[Vectors], e_q[Vectors], e_p[Vectors];
@@ -544,6 +551,25 @@ row_result short_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
     });
 }
 
+// A statistics-first row of one block (C <= min_block_length): sweep 1 parks e_q on the stack as well
+// as e_p in the gradient buffer, so the gradient sweep spends no exponential on q (two an element
+// where a longer row spends three: its e_q would not fit on a thread's stack). loss() runs the same
+// sweep 1 (and so gets the same bits) without the gradient sweep.
+template <class Arch, class Policy, class T, class G>
+row_result one_block_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                              G* grad) noexcept {
+    return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() {
+        alignas(64) compute_t<T> student_exps[min_block_length];
+        double teacher_max_at[1];
+        const row_stats st = K::statistics(s, t, C, k, grad, 0, 1, teacher_max_at, student_exps);
+        divergence_value value;
+        const row_result out = row_loss<Arch, Policy>(st, {}, s, t, label, C, k, value, grad, teacher_max_at);
+        if (grad && out.student_defined && out.teacher_defined)
+            K::gradient(s, t, label, C, k, st, grad, 0, 1, teacher_max_at, student_exps);
+        return out;
+    });
+}
+
 // The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
 // A divergence defined outside the library runs through here too (tests/policy.test.cpp).
 template <class Arch, class Policy, class T, class G>
@@ -553,6 +579,7 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
     double teacher_max_at[max_blocks];
     const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
     const bool first_statistics = statistics_first<Policy>(k);
+    if (first_statistics && blocks == 1) return one_block_row_with<Arch, Policy>(s, t, label, C, k, grad);
     const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, teacher_max_at);
     divergence_sums<double> sums{};
     if (!first_statistics && student_defined(st) && teacher_defined(st, k)) {

@@ -20,9 +20,10 @@ namespace distill::detail::simd {
 // bookkeeping between blocks; at most 64 blocks per row lets the per-block teacher maxima that
 // sweep 2 needs live on the stack (rows longer than 64 x 1024 get longer blocks).
 inline constexpr std::ptrdiff_t max_blocks = 64;
+inline constexpr std::ptrdiff_t min_block_length = 1024;  // a multiple of every vector width
 
 inline std::ptrdiff_t block_length(std::ptrdiff_t cols, std::ptrdiff_t lanes) noexcept {
-    const std::ptrdiff_t b = std::max<std::ptrdiff_t>(1024, (cols + max_blocks - 1) / max_blocks);
+    const std::ptrdiff_t b = std::max<std::ptrdiff_t>(min_block_length, (cols + max_blocks - 1) / max_blocks);
     return (b + lanes - 1) / lanes * lanes;
 }
 

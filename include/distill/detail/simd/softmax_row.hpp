@@ -44,9 +44,9 @@ DISTILL_ALWAYS_INLINE V scaled_logit(const V& s, const V& shift, const V& inv_t)
         return (s - shift) * inv_t;
 }
 
-// A row of at most two vectors, held in registers: the sweeps below over its one block, the same
-// operations in the same order (so the same bits), without the block bookkeeping and the store and
-// reload of the exponentials, which on rows of ten classes cost more than the exponentials.
+// A row of at most two vectors, held in registers: the sweeps below over its one block, without the
+// block bookkeeping and the store and reload of the exponentials, which on rows of ten classes cost
+// more than the exponentials. Chosen by the row's length alone.
 template <class Arch, bool Log, bool UnitT, int Vectors, class T>
 bool short_softmax_row(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
     using V = xsimd::batch<T, Arch>;
