@@ -5,8 +5,8 @@
 // x in [-87.3, 0] (tests/exp.test.cpp sweeps it); results below 2^-126 (x < -87.34) are flushed to
 // +0, which changes no softmax sum (each sum is >= 1); -inf -> 0; NaN -> NaN. No overflow handling:
 // x > 0 is outside the contract (the kernels never pass it).
-// Double: xsimd::exp (its own contract, about 1 ulp; tests/exp.test.cpp holds it to 2 ulp), on AVX2
-// with -inf, NaN and huge negative x kept out of its lane-by-lane integer conversion.
+// Double: xsimd::exp (its own contract, about 1 ulp; tests/exp.test.cpp holds it to 2 ulp), with
+// -inf, NaN and huge negative x kept out of its lane-by-lane integer conversion.
 //
 // Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf);
 // knowing x <= 0 leaves Cody-Waite range reduction, a degree-6 polynomial and one integer add into
@@ -20,7 +20,6 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -74,12 +73,8 @@ DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::ba
     // xsimd 8.1's != is an ordered compare on AVX, false for NaN). x > 0 is outside the contract but
     // reaches here when a NaN logit hid the row max (xsimd::max drops NaN lanes); the result is NaN
     // through that logit's own exponential, so those lanes go in as 0 (UBSan found 1e43 / ln2).
-#if defined(__AVX512DQ__)
-    // AVX-512 converts doubles to int64 in one vector instruction (vcvttpd2qq), defined for every
-    // lane: there the guards below only cost time (a third of the exponential's), so xsimd::exp
-    // takes x as it is (-inf -> 0, NaN -> NaN, x > 0 -> e^x or +inf; tests/exp.test.cpp).
-    if constexpr (std::is_base_of_v<xsimd::avx512dq, Arch>) return xsimd::exp(x);
-#endif
+    // AVX-512 needs them too: xsimd 8.1's double exp converts lane by lane there as well (UBSan:
+    // -inf to long), although the ISA has a vector conversion.
     V safe = xsimd::select(x >= V(-1000.0), x, V(-1000.0));
     safe = xsimd::select(safe <= V(0.0), safe, V(0.0));
     return xsimd::select(xsimd::isnan(x), x, xsimd::exp(safe));
