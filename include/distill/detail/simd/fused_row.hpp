@@ -104,7 +104,7 @@ struct shaped_kernel {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
             // NaN needs no test here: a NaN logit makes its exponential NaN below, and so the sums.
             V vms(minus_inf), vmt(minus_inf);
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 vms = xsimd::max(vms, load<Arch>(s + i, n, minus_inf));
                 if constexpr (Soft) vmt = xsimd::max(vmt, teacher_at(t + i, n, probabilities));
             });
@@ -114,7 +114,7 @@ struct shaped_kernel {
             const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 V part_zq(T(0)), part_zr(T(0)), part_zp(T(0)), part_acc(T(0)), part_x(T(0));
-                for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                     prefetch_ahead(s + i, block);
                     if constexpr (Soft) prefetch_ahead(t + i, block);
                     const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
@@ -221,7 +221,7 @@ struct shaped_kernel {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
             // soft_grad p = soft_grad e_p(sweep 1) exp((block's shift - mt) / T) / Z_p.
             const parked_teacher teacher(grad, t, k, st, Soft ? teacher_max_at[b] : minus_inf_d, k.soft_grad / st.zp);
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
                 const V e_q = student_exps ? load<Arch>(student_exps + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
                 V g = zero;
@@ -396,7 +396,7 @@ struct shaped_kernel {
             const parked_teacher* source = teacher_max_at ? &teacher : nullptr;
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 divergence_sums<V> part{V(T(0)), V(T(0)), V(T(0))};
-                for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                     V shifted, e_q;
                     Policy::accumulate(element_at(s, t, i, n, row, probabilities, source, shifted, e_q), k.params, part);
                 });
@@ -424,7 +424,7 @@ struct shaped_kernel {
         for (std::ptrdiff_t b = first; b < last; ++b) {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
             const parked_teacher teacher(grad, t, k, st, teacher_max_at[b], 1 / st.zp);
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 V shifted, e_q;
                 const element<V> e = element_at(s, t, i, n, row, probabilities, &teacher, shifted, e_q);
                 V g = soft_grad * Policy::gradient(e, value, k.params);

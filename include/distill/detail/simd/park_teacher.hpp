@@ -33,7 +33,7 @@ void park_teacher(const T* t, std::ptrdiff_t C, const row_terms& k, double mt, T
     for (std::ptrdiff_t b = first; b < last; ++b) {
         teacher_max_at[b] = mt;
         const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
-        for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+        for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
             // As sweep 1 reads the teacher: log t for probabilities, a tail filled with -inf (or 0).
             const V logit = k.teacher_probabilities ? xsimd::log(load<Arch>(t + i, n, T(0)))
                                                     : load<Arch>(t + i, n, -std::numeric_limits<T>::infinity());

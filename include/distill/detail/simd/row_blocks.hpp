@@ -68,7 +68,7 @@ DISTILL_ALWAYS_INLINE void prefetch_ahead(const T* p, std::ptrdiff_t ahead) noex
 // Calls body(i, W) for each full vector of [begin, end) and body(i, n) once for a tail of n < W:
 // with W a constant at the full-vector call sites, the kernels' tail tests fold away there.
 template <std::ptrdiff_t W, class Body>
-inline void for_each_vector(std::ptrdiff_t begin, std::ptrdiff_t end, Body&& body) noexcept {
+DISTILL_ALWAYS_INLINE void for_each_vector(std::ptrdiff_t begin, std::ptrdiff_t end, Body&& body) noexcept {
     std::ptrdiff_t i = begin;
     for (; i + W <= end; i += W) body(i, W);
     if (i < end) body(i, end - i);

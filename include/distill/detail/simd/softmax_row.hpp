@@ -101,7 +101,7 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
             m0 = xsimd::max(m0, V::load_unaligned(s + i));
             m1 = xsimd::max(m1, V::load_unaligned(s + i + W));
         }
-        for_each_vector<W>(i, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) { m0 = xsimd::max(m0, load<Arch>(s + j, n, fill)); });
+        for_each_vector<W>(i, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA { m0 = xsimd::max(m0, load<Arch>(s + j, n, fill)); });
         const double new_m = sticky_max(m, reduce_max(xsimd::max(m0, m1)));
         if (m != minus_inf && !(new_m == m)) z *= std::exp((m - new_m) * inv_t);
         m = new_m;
@@ -111,7 +111,7 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
         for (std::ptrdiff_t c = begin; c < end;) {
             const std::ptrdiff_t chunk_end = std::min(end, c + flush_vectors * W);
             V part(T(0));
-            for_each_vector<W>(c, chunk_end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+            for_each_vector<W>(c, chunk_end, [&](std::ptrdiff_t j, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 prefetch_ahead(s + j, block);
                 const V x = load<Arch>(s + j, n, fill);
                 const V e = exp_nonpositive<Arch>(scaled_logit<UnitT>(x, shift, v_inv_t));
@@ -131,15 +131,15 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
         const double mb = block_max[static_cast<std::size_t>(b)];
         if constexpr (Log) {
             const T* x = mb == minus_inf ? s : out;  // blocks not stored in sweep 1 read the logits
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 store<Arch>(out + j, n, scaled_logit<UnitT>(load<Arch>(x + j, n, fill), shift, v_inv_t) - log_z);
             });
         } else if (mb == minus_inf) {
             const V zero_over_z(static_cast<T>(0 * inv_z));
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) { store<Arch>(out + j, n, zero_over_z); });
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA { store<Arch>(out + j, n, zero_over_z); });
         } else {
             const V scale(static_cast<T>(mb == m ? inv_z : std::exp((mb - m) * inv_t) * inv_z));
-            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) {
+            for_each_vector<W>(begin, end, [&](std::ptrdiff_t j, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 store<Arch>(out + j, n, load<Arch>(out + j, n, T(0)) * scale);
             });
         }

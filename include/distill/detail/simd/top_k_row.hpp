@@ -31,7 +31,7 @@ double row_max(const In* s, std::ptrdiff_t C) noexcept {
     using V = xsimd::batch<T, Arch>;
     constexpr T minus_inf = -std::numeric_limits<T>::infinity();
     V m(minus_inf);  // NaN needs no test: its exponential makes the sums NaN
-    for_each_vector<V::size>(0, C, [&](std::ptrdiff_t i, std::ptrdiff_t n) { m = xsimd::max(m, load<Arch>(s + i, n, minus_inf)); });
+    for_each_vector<V::size>(0, C, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA { m = xsimd::max(m, load<Arch>(s + i, n, minus_inf)); });
     return static_cast<double>(reduce_max(m));
 }
 
@@ -60,7 +60,7 @@ struct top_k_kernel {
             [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
                 for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                     V part_z(T(0)), part_r(T(0)), part_x(T(0));
-                    for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                    for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                         const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
                         const V e_q = exp_nonpositive<Arch>(shifted * v_inv_t);
                         part_z += e_q;
@@ -112,7 +112,7 @@ struct top_k_kernel {
             C, entries,
             [&](std::ptrdiff_t begin, std::ptrdiff_t end) {
                 if (shape::parks && parked && !(Hard && Power == 0)) {  // e_q (and r from it) without s or an exponential
-                    for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                    for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                         const V e_q = load<Arch>(grad + i, n, T(0));
                         V g = coef_tail * e_q;
                         if constexpr (Hard) g += hard.at(e_q, e_q, k, i, n);
@@ -120,7 +120,7 @@ struct top_k_kernel {
                     });
                     return;
                 }
-                for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) {
+                for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                     const V shifted = load<Arch>(s + i, n, minus_inf) - v_shift;
                     const V e_q = shape::parks && parked ? load<Arch>(grad + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
                     V g = coef_tail * e_q;
