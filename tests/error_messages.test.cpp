@@ -65,6 +65,8 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
     const distill::cross_entropy<float> ce;
     const distill::distillation_loss<float> none({.reduce = distill::reduction::none});
     const distill::distillation_loss<float> checked({.temperature = 2, .check_finite = true});
+    distill::workspace small_ws(1, 2);
+    const distill::kl_divergence<float> small_ws_kl({.temperature = 2, .workspace = &small_ws});
     distill::loss_value v;
 
     // Bad options: the throwing constructor refuses them, so there is no functor to call try_ on;
@@ -152,6 +154,9 @@ TEST_CASE("every run-time error message of docs/api.md, whole, through both APIs
         {"all -inf row (teacher)", [&] { return kl.try_loss(s, both_masked, v); }, [&] { kl.loss(s, both_masked); },
          errc::invalid_argument,
          "kl_divergence: row 1 of the teacher logits is entirely -inf (every class masked), so its softmax is undefined"},
+        {"workspace too small", [&] { return small_ws_kl.try_loss_and_grad(s, t, g, v); },
+         [&] { small_ws_kl.loss_and_grad(s, t, g); }, errc::invalid_argument,
+         "kl_divergence: the workspace holds rows of up to 2 classes; this call's rows have 3"},
         {"softmax temperature", [&] { return distill::try_softmax(s, g, 0.0); }, [&] { distill::softmax(s, g, 0.0); },
          errc::invalid_argument, "softmax: temperature must be in [0.001, 1000], got 0"},
         {"log_softmax temperature", [&] { return distill::try_log_softmax(s, g, -1.0); },

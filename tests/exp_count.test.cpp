@@ -136,6 +136,29 @@ TEST_CASE("forward KL in double and on a row that is not a whole number of vecto
           3 * vectors_per_row * static_cast<double>(lanes) / static_cast<double>(C_odd));
 }
 
+TEST_CASE("with a workspace, longer rows park their student exponentials too", "[exp_count]") {
+    // C = 4096 (4 blocks), the shapes above: sweep 1 parks e_q in the workspace's slot and the
+    // gradient sweep reads it there, so loss_and_grad spends what loss() does, plus a fractional
+    // T's second e_r. With 4 rows the rows' segments run as separate work items, a slot per row;
+    // with 64 in pieces, one slot for them all. The cross-entropy alone: e_q (= r at T = 1) once.
+    distill::workspace ws(4, C);
+    for (const Eigen::Index rows : {Eigen::Index{4}, N}) {
+        INFO(rows << " rows");
+        inputs<float> in(rows, C);
+        const distill::kl_divergence<float> kl({.temperature = 4.0, .workspace = &ws});
+        CHECK(exps_per_element(rows, C, [&] { kl.loss_and_grad(in.s, in.t, in.g); }) == 2);
+        const distill::distillation_loss<float> whole({.temperature = 4.0, .alpha = 0.5, .workspace = &ws});
+        CHECK(exps_per_element(rows, C, [&] { whole.loss_and_grad(in.s, in.t, in.y(), in.g); }) == 2);
+        const distill::distillation_loss<float> fractional({.temperature = 2.5, .alpha = 0.5, .workspace = &ws});
+        CHECK(exps_per_element(rows, C, [&] { fractional.loss_and_grad(in.s, in.t, in.y(), in.g); }) == 3 + 1);
+        const distill::cross_entropy<float> ce({.workspace = &ws});
+        CHECK(exps_per_element(rows, C, [&] { ce.loss_and_grad(in.s, in.y(), in.g); }) == 1);
+        inputs<double> d(rows, C);
+        const distill::kl_divergence<double> kl_d({.temperature = 4.0, .workspace = &ws});
+        CHECK(exps_per_element(rows, C, [&] { kl_d.loss_and_grad(d.s, d.t, d.g); }) == 2);
+    }
+}
+
 TEST_CASE("a row of one block parks its student exponentials: two an element", "[exp_count]") {
     // C = 1000 <= 1024, one block (detail/simd/row_blocks.hpp): sweep 1 keeps e_q on the stack and
     // the gradient sweep reads it, so loss_and_grad spends e_q and e_p once each, as loss() does.

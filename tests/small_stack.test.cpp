@@ -1,4 +1,4 @@
-// A loss call keeps its bookkeeping on the calling thread's stack (about 28 KiB, docs/api.md) and
+// A loss call keeps its bookkeeping on the calling thread's stack (about 44 KiB, docs/api.md) and
 // allocates nothing: it must run on a thread whose whole stack is 64 KiB, as trainers' worker pools
 // sometimes give. Both ways of running long rows are exercised (segments as separate items for few
 // rows, in turn for many) and the results must equal the same call on the main thread bitwise.

@@ -12,6 +12,7 @@
 
 #include "detail/loss_functor.hpp"
 #include "reduction.hpp"
+#include "workspace.hpp"
 
 namespace distill {
 
@@ -25,6 +26,10 @@ struct cross_entropy_options {
     // weight >= 0 per class. Row i's CE is then -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c,
     // and mean divides that term by the sum of the counted rows' w_y.
     std::vector<double> class_weights = {};
+    // Room for the exponentials of rows longer than 1024 classes, lent by the caller
+    // (workspace.hpp): the gradient sweep then reads them instead of computing them again. Optional;
+    // the results are the same bits with or without it.
+    ::distill::workspace* workspace = nullptr;
 };
 
 // Calls: loss(student, labels[, rows]) and loss_and_grad(student, labels, grad[, rows]), each
@@ -60,6 +65,7 @@ private:
         c.reduce = options_.reduce;
         c.normalizer = options_.normalizer;
         c.check_finite = options_.check_finite;
+        c.exps_workspace = options_.workspace;
         return c;
     }
 

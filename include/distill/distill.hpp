@@ -17,3 +17,4 @@
 #include "status.hpp"
 #include "top_k_distillation_loss.hpp"
 #include "version.hpp"
+#include "workspace.hpp"

@@ -17,6 +17,7 @@
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
 #include "reduction.hpp"
+#include "workspace.hpp"
 
 namespace distill {
 
@@ -35,6 +36,10 @@ struct distillation_options {
     // weight >= 0 per class. Row i's CE is then -(1 - eps) w_y log r_y - (eps / C) sum_c w_c log r_c,
     // and mean divides that term by the sum of the counted rows' w_y.
     std::vector<double> class_weights = {};
+    // Room for the student's exponentials of rows longer than 1024 classes, lent by the caller
+    // (workspace.hpp): the gradient sweep then reads them instead of computing them again. Optional;
+    // the results are the same bits with or without it.
+    ::distill::workspace* workspace = nullptr;
 };
 
 namespace detail {
@@ -64,6 +69,7 @@ loss_config distillation_config(const distillation_options& o, const char* loss_
     c.reduce = o.reduce;
     c.normalizer = o.normalizer;
     c.check_finite = o.check_finite;
+    c.exps_workspace = o.workspace;
     return c;
 }
 

@@ -13,6 +13,7 @@
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
 #include "reduction.hpp"
+#include "workspace.hpp"
 
 namespace distill {
 
@@ -24,6 +25,11 @@ struct divergence_options {
     double normalizer = 1.0;               // divisor for reduction::divide_by (> 0, finite)
     bool check_finite = false;             // opt-in scan: NaN or +inf -> error naming (row, column)
     teacher_input teacher = teacher_input::logits;  // what the teacher's values are
+    // Forward KL only (the other divergences run normalise-first and do not use it):
+    // Room for the student's exponentials of rows longer than 1024 classes, lent by the caller
+    // (workspace.hpp): the gradient sweep then reads them instead of computing them again. Optional;
+    // the results are the same bits with or without it.
+    ::distill::workspace* workspace = nullptr;
 };
 
 namespace detail {
@@ -42,6 +48,7 @@ inline loss_config divergence_config(const divergence_options& o, const char* lo
     c.reduce = o.reduce;
     c.normalizer = o.normalizer;
     c.check_finite = o.check_finite;
+    c.exps_workspace = o.workspace;
     return c;
 }
 

@@ -12,6 +12,7 @@
 #include "detail/loss_functor.hpp"
 #include "divergence.hpp"
 #include "reduction.hpp"
+#include "workspace.hpp"
 
 namespace distill {
 
@@ -22,6 +23,10 @@ struct kl_options {
     double normalizer = 1.0;             // divisor for reduction::divide_by (> 0, finite)
     bool check_finite = false;           // opt-in scan: NaN or +inf -> error naming (row, column)
     teacher_input teacher = teacher_input::logits;  // what the teacher's values are
+    // Room for the student's exponentials of rows longer than 1024 classes, lent by the caller
+    // (workspace.hpp): the gradient sweep then reads them instead of computing them again. Optional;
+    // the results are the same bits with or without it.
+    ::distill::workspace* workspace = nullptr;
 };
 
 // Calls: loss(student, teacher[, rows]) and loss_and_grad(student, teacher, grad[, rows]), each
@@ -51,6 +56,7 @@ private:
         c.reduce = options_.reduce;
         c.normalizer = options_.normalizer;
         c.check_finite = options_.check_finite;
+        c.exps_workspace = options_.workspace;
         return c;
     }
 

@@ -58,12 +58,12 @@ struct backend<no_simd> {
 
     template <class T, class G>
     static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G*, std::ptrdiff_t first,
-                                std::ptrdiff_t last, double*) noexcept {
+                                std::ptrdiff_t last, block_maxima*, compute_t<T>* = nullptr) noexcept {
         return reference::statistics(s, t, C, k, first, last);
     }
     template <class T, class G>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
-                                        const row_terms& k, const row_stats& st, const G*, const double*,
+                                        const row_terms& k, const row_stats& st, const G*, const block_maxima*,
                                         std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return reference::sums<Policy>(s, t, label, C, k, st, first, last);
@@ -72,7 +72,7 @@ struct backend<no_simd> {
     template <class T, class G>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                               const G*, const double*) noexcept {
+                               const G*, const block_maxima*) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
             return detail::row_loss<Policy>(st, sums, false, s, t, label, C, k, value);
         });
@@ -80,7 +80,7 @@ struct backend<no_simd> {
     template <class T, class G>
     static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                          const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
-                         std::ptrdiff_t last, const double*) noexcept {
+                         std::ptrdiff_t last, const block_maxima*, const compute_t<T>* = nullptr) noexcept {
         with_divergence(k.divergence, [&]<class Policy>() {
             reference::gradient<Policy>(s, t, label, C, k, st, value, grad, first, last);
         });
@@ -94,7 +94,7 @@ struct backend<no_simd> {
     static constexpr bool parks_teacher = false;
     template <class T>
     static void park_teacher(const T*, std::ptrdiff_t, const row_terms&, double, T*, std::ptrdiff_t, std::ptrdiff_t,
-                             double*) noexcept {}
+                             block_maxima*) noexcept {}
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return reference::softmax_row(s, C, inv_t, log, out);
@@ -132,37 +132,41 @@ struct backend {
     }
     static bool statistics_first(const row_terms& k) noexcept { return simd::statistics_first(k); }
 
+    // `student_exps` (a row of the compute type, or null): where a statistics-first sweep 1 parks
+    // e_q for the gradient sweep, which then spends no exponential on it.
     template <class T, class G>
     static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad,
-                                std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
+                                std::ptrdiff_t first, std::ptrdiff_t last, block_maxima* maxima,
+                                compute_t<T>* student_exps = nullptr) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, teacher_max_at);
+            return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, maxima, student_exps);
         });
     }
     // `parked` (the row's gradient buffer, or null) holds the teacher's e_p from sweep 1.
     template <class T, class G>
     static divergence_sums<double> sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C,
                                         const row_terms& k, const row_stats& st, const G* parked,
-                                        const double* teacher_max_at, std::ptrdiff_t first,
+                                        const block_maxima* maxima, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
+            return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, parked, maxima, first, last);
         });
     }
     template <class T, class G>
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                               const G* parked, const double* teacher_max_at) noexcept {
+                               const G* parked, const block_maxima* maxima) noexcept {
         return with_divergence(k.divergence, [&]<class Policy>() {
-            return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, parked, teacher_max_at);
+            return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, parked, maxima);
         });
     }
     template <class T, class G>
     static void gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                          const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
-                         std::ptrdiff_t last, const double* teacher_max_at) noexcept {
+                         std::ptrdiff_t last, const block_maxima* maxima,
+                         const compute_t<T>* student_exps = nullptr) noexcept {
         with_divergence(k.divergence, [&]<class Policy>() {
-            simd::row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
+            simd::row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, first, last, maxima, student_exps);
         });
     }
     template <class T, class G>
@@ -175,8 +179,8 @@ struct backend {
     static constexpr bool parks_teacher = true;
     template <class T>
     static void park_teacher(const T* t, std::ptrdiff_t C, const row_terms& k, double mt, T* grad,
-                             std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at) noexcept {
-        simd::park_teacher<Arch>(t, C, k, mt, grad, first, last, teacher_max_at);
+                             std::ptrdiff_t first, std::ptrdiff_t last, block_maxima* maxima) noexcept {
+        simd::park_teacher<Arch>(t, C, k, mt, grad, first, last, maxima);
     }
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {

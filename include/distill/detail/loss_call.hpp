@@ -8,6 +8,7 @@
 #include "../divergence.hpp"
 #include "../logits.hpp"
 #include "../reduction.hpp"
+#include "../workspace.hpp"
 #include "row_terms.hpp"
 
 namespace distill::detail {
@@ -32,6 +33,7 @@ struct loss_config {
     reduction reduce = reduction::mean;
     double normalizer = 1;
     bool check_finite = false;
+    workspace* exps_workspace = nullptr;  // the caller's room for e_q (workspace.hpp), or none
 };
 
 // T is the logits' storage type, G the gradient buffer's (T, or float for 16-bit logits).

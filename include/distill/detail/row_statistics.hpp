@@ -30,6 +30,14 @@ struct row_stats {
     std::ptrdiff_t seen = 0;                               // elements covered
 };
 
+// The maxima sweep 1 took a block's exponentials relative to: its stretch's running maxima when it
+// reached the block. The later sweeps bring what sweep 1 parked to the row's maxima with one factor
+// per block, or recompute it by sweep 1's very operations, so that both give the same bits.
+struct block_maxima {
+    double student = -std::numeric_limits<double>::infinity();
+    double teacher = -std::numeric_limits<double>::infinity();
+};
+
 // Re-expresses `a` relative to maxima that are at least its own: every x falls by ds / T, every
 // e_q by exp(-ds / T), every e_r by exp(-ds), every w (s - ms) by w ds; the teacher's sums by
 // exp(-dt / T_t). A max of -inf has empty sums (except sums that are already +-inf), which need no

@@ -23,6 +23,7 @@
 #include "row_statistics.hpp"
 #include "storage_type.hpp"
 #include "validation.hpp"
+#include "../workspace.hpp"
 
 namespace distill::detail {
 
@@ -95,7 +96,7 @@ struct split_row_state {
     std::array<divergence_sums<double>, max_pieces> segment_sums{};
     std::array<row_stats, max_split_rows> merged{};          // per row
     std::array<divergence_value, max_split_rows> values{};   // per row
-    std::array<std::array<double, max_row_blocks>, max_split_rows> teacher_max_at{};  // per row
+    std::array<std::array<block_maxima, max_row_blocks>, max_split_rows> maxima{};  // per row
 };
 
 // Everything one loss call needs once it has been validated.
@@ -121,6 +122,11 @@ struct loss_plan {
     // The split rows' state (27 KB), constructed by make_plan for split calls only: zeroing it on
     // every call was most of the cost of a small call (a 1 x 10 loss).
     std::optional<split_row_state> split;
+    // The caller's workspace, when this call uses it (statistics-first rows of several blocks with a
+    // gradient): sweep 1 parks e_q in a slot of it for the gradient sweep. A split row holds its own
+    // slot through the call (split_exps, null where none was free); pieces take one while they run.
+    workspace* exps_workspace = nullptr;
+    std::array<compute_t<T>*, max_split_rows> split_exps{};
 
     std::int64_t label_of(std::ptrdiff_t i) const noexcept {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
@@ -182,7 +188,8 @@ inline divergence_sums<double> merge_in_order(const divergence_sums<double>* seg
 // One counted row whose segments run one after another on this thread: the same phases, the same
 // merges as when they run as separate work items.
 template <class Isa, class T, class Label, class G>
-row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t i, G* g) noexcept {
+row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t i, G* g,
+                                compute_t<T>* student_exps) noexcept {
     using kernels = backend<Isa>;
     const loss_call<T, Label, G>& c = *plan.call;
     const T* s = c.student.row(i);
@@ -192,10 +199,10 @@ row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::pt
     const row_terms k = plan.terms_of(i);
     std::array<row_stats, max_row_segments> stats;
     std::array<divergence_sums<double>, max_row_segments> sums{};
-    double teacher_max_at[max_row_blocks];
+    block_maxima maxima[max_row_blocks];
     for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
         const auto [b0, b1] = segment_blocks(plan, j);
-        stats[static_cast<std::size_t>(j)] = kernels::statistics(s, t, C, plan.terms, g, b0, b1, teacher_max_at);
+        stats[static_cast<std::size_t>(j)] = kernels::statistics(s, t, C, plan.terms, g, b0, b1, maxima, student_exps);
     }
     const row_stats st = merge_in_order(stats.data(), plan.segments, plan.terms);
     const bool defined = student_defined(st) && teacher_defined(st, plan.terms);
@@ -203,16 +210,16 @@ row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::pt
     if (plan.needs_sums && defined) {
         for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
             const auto [b0, b1] = segment_blocks(plan, j);
-            sums[static_cast<std::size_t>(j)] = kernels::sums(s, t, label, C, plan.terms, st, g, teacher_max_at, b0, b1);
+            sums[static_cast<std::size_t>(j)] = kernels::sums(s, t, label, C, plan.terms, st, g, maxima, b0, b1);
         }
         row_sums = merge_in_order(sums.data(), plan.segments);
     }
     divergence_value value;
-    const row_result out = kernels::row_loss(st, row_sums, s, t, label, C, k, value, g, teacher_max_at);
+    const row_result out = kernels::row_loss(st, row_sums, s, t, label, C, k, value, g, maxima);
     if (g && out.student_defined && out.teacher_defined)
         for (std::ptrdiff_t j = 0; j < plan.segments; ++j) {
             const auto [b0, b1] = segment_blocks(plan, j);
-            kernels::gradient(s, t, label, C, k, st, value, g, b0, b1, teacher_max_at);
+            kernels::gradient(s, t, label, C, k, st, value, g, b0, b1, maxima, student_exps);
         }
     return out;
 }
@@ -225,6 +232,9 @@ template <class Isa, class T, class Label, class G>
 [[gnu::noinline]] void run_pieces(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
     const loss_call<T, Label, G>& c = *plan.call;
     const auto N = c.student.rows, C = c.student.cols;
+    // One slot of the workspace for the rows this thread runs (null: none given, or none free).
+    compute_t<T>* const student_exps =
+        plan.exps_workspace ? plan.exps_workspace->template acquire<compute_t<T>>() : nullptr;
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
         for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
@@ -235,13 +245,14 @@ template <class Isa, class T, class Label, class G>
             } else {
                 row_loss = record_row(plan, r, i,
                                       plan.segments > 1
-                                          ? run_segments_in_turn(plan, i, g)
+                                          ? run_segments_in_turn(plan, i, g, student_exps)
                                           : backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i),
                                                                     plan.label_of(i), C, plan.terms_of(i), g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = row_loss;
         }
     }
+    if (plan.exps_workspace) plan.exps_workspace->release(student_exps);
 }
 
 // Segment work item w = row * segments + segment: its row, first and last block.
@@ -271,7 +282,7 @@ template <class Isa, class T, class Label, class G>
         if (!plan.counts(s.row)) continue;
         plan.split->segment_stats[static_cast<std::size_t>(w)] = backend<Isa>::statistics(
             c.student.row(s.row), plan.teacher_row(s.row), c.student.cols, plan.terms, plan.grad_row(s.row), s.first,
-            s.last, plan.split->teacher_max_at[static_cast<std::size_t>(s.row)].data());
+            s.last, plan.split->maxima[static_cast<std::size_t>(s.row)].data(), plan.split_exps[static_cast<std::size_t>(s.row)]);
     }
 }
 
@@ -286,7 +297,7 @@ template <class Isa, class T, class Label, class G>
         const auto at = static_cast<std::size_t>(s.row);
         plan.split->segment_sums[static_cast<std::size_t>(w)] = backend<Isa>::sums(
             c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), c.student.cols, plan.terms,
-            plan.split->merged[at], plan.grad_row(s.row), plan.split->teacher_max_at[at].data(), s.first, s.last);
+            plan.split->merged[at], plan.grad_row(s.row), plan.split->maxima[at].data(), s.first, s.last);
     }
 }
 
@@ -308,7 +319,8 @@ template <class Isa, class T, class Label, class G>
         const auto at = static_cast<std::size_t>(s.row);
         const split_row_state& split = *plan.split;
         backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms_of(s.row),
-                               split.merged[at], split.values[at], g, s.first, s.last, split.teacher_max_at[at].data());
+                               split.merged[at], split.values[at], g, s.first, s.last, split.maxima[at].data(),
+                               plan.split_exps[at]);
     }
 }
 
@@ -337,7 +349,7 @@ void finish_segmented_rows(loss_plan<Isa, T, Label, G>& plan) noexcept {
             row_loss = record_row(plan, plan.pieces[at], i,
                                   backend<Isa>::row_loss(split.merged[at], sums, c.student.row(i), plan.teacher_row(i),
                                                          plan.label_of(i), c.student.cols, plan.terms_of(i), split.values[at],
-                                                         plan.grad_row(i), split.teacher_max_at[at].data()));
+                                                         plan.grad_row(i), split.maxima[at].data()));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;
     }
@@ -375,6 +387,14 @@ status make_plan(const loss_config& o, const loss_call<T, Label, G>& c, loss_pla
         plan.segments = std::min(plan.blocks, max_row_segments);
     plan.split_rows = plan.segments > 1 && c.student.rows * plan.segments <= max_pieces;
     if (plan.split_rows) plan.split.emplace();
+    // A workspace must hold the rows of every call with a gradient that it is lent to, whether or not
+    // this call's rows use it (same rule on every backend and for every row length).
+    workspace* const ws = o.exps_workspace && o.exps_workspace->slots() > 0 && c.has_grad ? o.exps_workspace : nullptr;
+    if (ws && c.student.cols > ws->max_classes())
+        return status::error(errc::invalid_argument,
+                             "%s: the workspace holds rows of up to %td classes; this call's rows have %td",
+                             o.loss_name, ws->max_classes(), c.student.cols);
+    if (ws && plan.blocks > 1 && backend<Isa>::statistics_first(k)) plan.exps_workspace = ws;
     return {};
 }
 
@@ -416,6 +436,9 @@ status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label, G>&
     if (status s = make_plan(o, c, plan); !s) return s;
     if (plan.split_rows) {
         const std::ptrdiff_t items = c.student.rows * plan.segments;
+        if (plan.exps_workspace)
+            for (std::ptrdiff_t i = 0; i < c.student.rows; ++i)
+                plan.split_exps[static_cast<std::size_t>(i)] = plan.exps_workspace->template acquire<compute_t<T>>();
         exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
             run_segment_statistics(plan, first, last);
         });
@@ -429,6 +452,8 @@ status run_loss(Exec&& exec, const loss_config& o, const loss_call<T, Label, G>&
             exec(std::ptrdiff_t{0}, items, [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
                 run_segment_gradients(plan, first, last);
             });
+        if (plan.exps_workspace)
+            for (compute_t<T>* slot : plan.split_exps) plan.exps_workspace->release(slot);
         return finish_plan(plan, out);
     }
     if (plan.piece_count > 0)

@@ -158,7 +158,7 @@ template <class Isa, class T, class Label>
         r.inv_temperature = k.inv_temperature;
         r.teacher_inv_temperature = k.teacher_inv_temperature;
         if (!plan.counts(i)) return;  // the empty record: rows that take no part are not read
-        double unused[max_row_blocks];
+        block_maxima unused[max_row_blocks];
         const row_stats st = C > 0 ? backend<Isa>::statistics(plan.student_row(i), plan.teacher_row(i), C, k,
                                                               static_cast<T*>(nullptr), 0, plan.blocks, unused)
                                    : row_stats{};
@@ -370,12 +370,14 @@ template <class Isa, class T, class Label>
         }
         // The SIMD gradient sweep reads the teacher's e_p where sweep 1 parked it in the gradient
         // buffer; sweep 1 ran in another call, so each block is parked again (relative to the whole
-        // row's teacher max) just before its gradient, while it is in cache.
-        double teacher_max_at[max_row_blocks];
+        // row's teacher max) just before its gradient, while it is in cache. Its e_q is computed
+        // relative to the row's student max.
+        block_maxima maxima[max_row_blocks];
         for (std::ptrdiff_t b = 0; b < plan.blocks; ++b) {
+            maxima[b].student = st.ms;
             if (backend<Isa>::parks_teacher && k.soft)
-                backend<Isa>::park_teacher(t, C, k, st.mt, g, b, b + 1, teacher_max_at);
-            backend<Isa>::gradient(s, t, y, C, k, st, value, g, b, b + 1, teacher_max_at);
+                backend<Isa>::park_teacher(t, C, k, st.mt, g, b, b + 1, maxima);
+            backend<Isa>::gradient(s, t, y, C, k, st, value, g, b, b + 1, maxima);
         }
     });
 }

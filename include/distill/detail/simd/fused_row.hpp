@@ -85,12 +85,12 @@ struct shaped_kernel {
         return probabilities ? xsimd::log(load<Arch>(t, n, T(0))) : load<Arch>(t, n, minus_inf);
     }
 
-    // Sweep 1 over blocks [first, last). Statistics-first: parks e_p in grad (when given) and
-    // records, per block, the teacher max its parked values are relative to. `student_exps`, when
-    // given (a row of one block, see fused_row_with), receives e_q, which the gradient sweep then
-    // reads instead of computing it again.
+    // Sweep 1 over blocks [first, last). Statistics-first: parks e_p in grad (when given). Records,
+    // per block, the student and teacher maxima its exponentials are relative to. `student_exps`,
+    // when given (a row of one block: the stack; a longer row: a slot of the caller's workspace),
+    // receives e_q, which the gradient sweep then reads instead of computing it again.
     static row_stats statistics(const In* s, const In* t, std::ptrdiff_t C, const row_terms& k, Out* grad,
-                                std::ptrdiff_t first, std::ptrdiff_t last, double* teacher_max_at,
+                                std::ptrdiff_t first, std::ptrdiff_t last, block_maxima* maxima,
                                 T* student_exps = nullptr) noexcept {
         const auto select = [](auto c, auto a, auto b) { return xsimd::select(c, a, b); };
         const bool smooth = Hard && k.smoothing > 0;
@@ -109,7 +109,7 @@ struct shaped_kernel {
                 if constexpr (Soft) vmt = xsimd::max(vmt, teacher_at(t + i, n, probabilities));
             });
             rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
-            if (teacher_max_at) teacher_max_at[b] = st.mt;
+            if (maxima) maxima[b] = {st.ms, st.mt};
 
             const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
@@ -168,8 +168,9 @@ struct shaped_kernel {
     struct hard_part {
         V coef_r, uniform;
         const T* class_weights;
-        hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C) noexcept
-            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(k.classes(C)) / st.zr)),
+        // `scale` brings an r relative to a block's max to the row's (gradient()).
+        hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C, double scale = 1) noexcept
+            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(k.classes(C)) / st.zr * scale)),
               uniform(static_cast<T>(k.hard_grad * k.smoothing / k.classes(C))),
               class_weights(k.class_weights_as<T>()) {}
         DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k, std::ptrdiff_t i,
@@ -206,21 +207,27 @@ struct shaped_kernel {
         store<Arch>(grad + i, n, g);
     }
 
-    // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics; e_q from
-    // `student_exps` where sweep 1 parked it (the row's one block: relative to the row max already,
-    // as the e_q computed here would be).
+    // Statistics-first sweep 2 over blocks [first, last), from the whole row's statistics. A block's
+    // e_q is taken relative to the student max sweep 1 had reached there (maxima[b].student), read
+    // from `student_exps` where sweep 1 parked it or else computed again by sweep 1's operations,
+    // so that both give the same bits; one factor per block, folded into the coefficients, brings
+    // it to the row max.
     static void gradient(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                          const row_stats& st, Out* grad, std::ptrdiff_t first, std::ptrdiff_t last,
-                         const double* teacher_max_at, const T* student_exps = nullptr) noexcept {
+                         const block_maxima* maxima, const T* student_exps = nullptr) noexcept {
         const V v_inv_t(static_cast<T>(k.inv_temperature)), zero(T(0));
-        const V coef_q(static_cast<T>(k.soft_grad / st.zq));
-        const hard_part hard(k, st, C);
-        const V shift_s(static_cast<T>(st.ms));
         const std::ptrdiff_t block = block_length(C, W);
         for (std::ptrdiff_t b = first; b < last; ++b) {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
             // soft_grad p = soft_grad e_p(sweep 1) exp((block's shift - mt) / T) / Z_p.
-            const parked_teacher teacher(grad, t, k, st, Soft ? teacher_max_at[b] : minus_inf_d, k.soft_grad / st.zp);
+            const parked_teacher teacher(grad, t, k, st, Soft ? maxima[b].teacher : minus_inf_d, k.soft_grad / st.zp);
+            // e_q relative to the row max is e_q(sweep 1) exp((m_b - ms) / T), and r = q^T (or its own
+            // exponential of the same shifted logits) takes exp(m_b - ms). A block whose max is still
+            // -inf has e_q = 0, and its factor is exp(-inf) = 0 (ms is finite: the student is defined).
+            const double m_b = maxima[b].student;
+            const V coef_q(static_cast<T>(k.soft_grad / st.zq * std::exp((m_b - st.ms) * k.inv_temperature)));
+            const hard_part hard(k, st, C, Hard ? std::exp(m_b - st.ms) : 1.0);
+            const V shift_s(static_cast<T>(shift_of(m_b)));
             for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 const V shifted = load<Arch>(s + i, n, minus_inf) - shift_s;
                 const V e_q = student_exps ? load<Arch>(student_exps + i, n, T(0)) : exp_nonpositive<Arch>(shifted * v_inv_t);
@@ -382,7 +389,7 @@ struct shaped_kernel {
     template <class Policy>
     static divergence_sums<double> sums(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C,
                                         const row_terms& k, const row_stats& st, const Out* parked,
-                                        const double* teacher_max_at, std::ptrdiff_t first,
+                                        const block_maxima* maxima, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
         const normalised_row row(st, k);
         const bool probabilities = k.teacher_probabilities;
@@ -392,8 +399,8 @@ struct shaped_kernel {
             // sweep 1's own operations when there is none (loss(), in place), so that loss() and
             // loss_and_grad() give the same bits. Without sweep 1's block maxima (a vocabulary shard,
             // whose statistics were merged across ranks) p takes its own exponential.
-            const parked_teacher teacher(parked, t, k, st, teacher_max_at ? teacher_max_at[b] : 0.0, 1 / st.zp);
-            const parked_teacher* source = teacher_max_at ? &teacher : nullptr;
+            const parked_teacher teacher(parked, t, k, st, maxima ? maxima[b].teacher : 0.0, 1 / st.zp);
+            const parked_teacher* source = maxima ? &teacher : nullptr;
             for (std::ptrdiff_t chunk = begin; chunk < end; chunk += flush_vectors * W) {
                 divergence_sums<V> part{V(T(0)), V(T(0)), V(T(0))};
                 for_each_vector<W>(chunk, std::min(end, chunk + flush_vectors * W), [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
@@ -411,7 +418,7 @@ struct shaped_kernel {
     template <class Policy>
     static void normalised_gradient(const In* s, const In* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                     const row_stats& st, const divergence_value& value, Out* grad,
-                                    std::ptrdiff_t first, std::ptrdiff_t last, const double* teacher_max_at) noexcept {
+                                    std::ptrdiff_t first, std::ptrdiff_t last, const block_maxima* maxima) noexcept {
         const normalised_row row(st, k);
         const bool probabilities = k.teacher_probabilities;
         const V soft_grad(static_cast<T>(k.soft_grad));
@@ -423,7 +430,7 @@ struct shaped_kernel {
                                    : 0.0;
         for (std::ptrdiff_t b = first; b < last; ++b) {
             const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
-            const parked_teacher teacher(grad, t, k, st, teacher_max_at[b], 1 / st.zp);
+            const parked_teacher teacher(grad, t, k, st, maxima[b].teacher, 1 / st.zp);
             for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
                 V shifted, e_q;
                 const element<V> e = element_at(s, t, i, n, row, probabilities, &teacher, shifted, e_q);
@@ -474,33 +481,36 @@ inline decltype(auto) with_normalised_kernel(const row_terms& k, Fn&& fn) noexce
 }
 
 // The phases of a row over blocks [first, last), as the scheduler calls them, for one policy.
+// `student_exps` (a row, or null) is used by the statistics-first kernels only.
 template <class Arch, class Policy, class T, class G>
 row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad, std::ptrdiff_t first,
-                         std::ptrdiff_t last, double* teacher_max_at) noexcept {
-    const auto run = [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, teacher_max_at); };
-    return statistics_first<Policy>(k) ? with_statistics_first_kernel<Arch, T, G>(k, run)
-                                       : with_normalised_kernel<Arch, T, G>(k, run);
+                         std::ptrdiff_t last, block_maxima* maxima, compute_t<T>* student_exps = nullptr) noexcept {
+    if (statistics_first<Policy>(k))
+        return with_statistics_first_kernel<Arch, T, G>(
+            k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima, student_exps); });
+    return with_normalised_kernel<Arch, T, G>(
+        k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima); });
 }
 
 template <class Arch, class Policy, class T, class G>
 divergence_sums<double> row_sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
-                                 const row_stats& st, const G* parked, const double* teacher_max_at,
+                                 const row_stats& st, const G* parked, const block_maxima* maxima,
                                  std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
     return with_normalised_kernel<Arch, T, G>(k, [&]<class K>() {
-        return K::template sums<Policy>(s, t, label, C, k, st, parked, teacher_max_at, first, last);
+        return K::template sums<Policy>(s, t, label, C, k, st, parked, maxima, first, last);
     });
 }
 
 template <class Arch, class Policy, class T, class G>
 void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                   const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
-                  std::ptrdiff_t last, const double* teacher_max_at) noexcept {
+                  std::ptrdiff_t last, const block_maxima* maxima, const compute_t<T>* student_exps = nullptr) noexcept {
     if (statistics_first<Policy>(k))
         with_statistics_first_kernel<Arch, T, G>(
-            k, [&]<class K>() { K::gradient(s, t, label, C, k, st, grad, first, last, teacher_max_at); });
+            k, [&]<class K>() { K::gradient(s, t, label, C, k, st, grad, first, last, maxima, student_exps); });
     else
         with_normalised_kernel<Arch, T, G>(k, [&]<class K>() {
-            K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last, teacher_max_at);
+            K::template normalised_gradient<Policy>(s, t, label, C, k, st, value, grad, first, last, maxima);
         });
 }
 
@@ -509,14 +519,14 @@ void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, 
 template <class Arch, class Policy, class T, class G>
 row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                     std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
-                    const G* parked, const double* teacher_max_at) noexcept {
+                    const G* parked, const block_maxima* maxima) noexcept {
     const bool first_statistics = statistics_first<Policy>(k);
     row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
     if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
         if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
             forward_kl_policy::worth_terms<compute_t<T>>(out.divergence, st.acc, st.zq, st.zp)) {
             const divergence_sums<double> terms =
-                row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, teacher_max_at, 0,
+                row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, maxima, 0,
                                                   row_blocks<Arch, T>(C));
             value = forward_kl_policy::finish(terms, k.params, {});
             out.divergence = value.value;
@@ -560,12 +570,12 @@ row_result one_block_row_with(const T* s, const T* t, std::int64_t label, std::p
                               G* grad) noexcept {
     return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() {
         alignas(64) compute_t<T> student_exps[min_block_length];
-        double teacher_max_at[1];
-        const row_stats st = K::statistics(s, t, C, k, grad, 0, 1, teacher_max_at, student_exps);
+        block_maxima maxima[1];
+        const row_stats st = K::statistics(s, t, C, k, grad, 0, 1, maxima, student_exps);
         divergence_value value;
-        const row_result out = row_loss<Arch, Policy>(st, {}, s, t, label, C, k, value, grad, teacher_max_at);
+        const row_result out = row_loss<Arch, Policy>(st, {}, s, t, label, C, k, value, grad, maxima);
         if (grad && out.student_defined && out.teacher_defined)
-            K::gradient(s, t, label, C, k, st, grad, 0, 1, teacher_max_at, student_exps);
+            K::gradient(s, t, label, C, k, st, grad, 0, 1, maxima, student_exps);
         return out;
     });
 }
@@ -576,14 +586,14 @@ template <class Arch, class Policy, class T, class G>
 row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                           G* grad) noexcept {
     if (short_row_fits<Arch, Policy, T>(C, k)) return short_row_with<Arch, Policy>(s, t, label, C, k, grad);
-    double teacher_max_at[max_blocks];
+    block_maxima maxima[max_blocks];
     const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
     const bool first_statistics = statistics_first<Policy>(k);
     if (first_statistics && blocks == 1) return one_block_row_with<Arch, Policy>(s, t, label, C, k, grad);
-    const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, teacher_max_at);
+    const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, maxima);
     divergence_sums<double> sums{};
     if (!first_statistics && student_defined(st) && teacher_defined(st, k)) {
-        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, grad, teacher_max_at, 0, blocks);
+        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, grad, maxima, 0, blocks);
         // Decoupled KD renormalises the non-target classes: where their mass underflows the kernel's
         // type (the target ahead by more than ~87 T in float), the row is computed in double.
         if constexpr (Policy::excludes_label)
@@ -591,9 +601,9 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
                 return reference::fused_row_with<Policy>(s, t, label, C, k, grad);
     }
     divergence_value value;
-    const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, grad, teacher_max_at);
+    const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, grad, maxima);
     if (grad && out.student_defined && out.teacher_defined)
-        row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, 0, blocks, teacher_max_at);
+        row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, 0, blocks, maxima);
     return out;
 }
 

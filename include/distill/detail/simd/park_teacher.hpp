@@ -3,10 +3,10 @@
 // detail/shard.hpp).
 //
 // Both SIMD gradient sweeps read e_p from the gradient buffer, where sweep 1 left it relative to
-// the teacher max of its block (teacher_max_at[b]), and bring it to p with one factor per block.
+// the teacher max of its block (maxima[b].teacher), and bring it to p with one factor per block.
 // Sweep 1 of a shard runs in an earlier call, before the ranks' statistics are merged, and its
 // parked values and block maxima are gone by the gradient sweep. Once the whole row's teacher max
-// m_t is known, parking is one exponential per element relative to it, with teacher_max_at[b] = m_t
+// m_t is known, parking is one exponential per element relative to it, with maxima[b].teacher = m_t
 // for every block: a third of what running sweep 1 again would cost, which also sums e_q.
 #pragma once
 
@@ -25,13 +25,13 @@ namespace distill::detail::simd {
 // row of C elements, the row's teacher max being mt (finite), and records mt as each block's max.
 template <class Arch, class T>
 void park_teacher(const T* t, std::ptrdiff_t C, const row_terms& k, double mt, T* grad, std::ptrdiff_t first,
-                  std::ptrdiff_t last, double* teacher_max_at) noexcept {
+                  std::ptrdiff_t last, block_maxima* maxima) noexcept {
     using V = xsimd::batch<T, Arch>;
     constexpr std::ptrdiff_t W = V::size;
     const V shift(static_cast<T>(mt)), inv_t(static_cast<T>(k.teacher_inv_temperature));
     const std::ptrdiff_t block = block_length(C, W);
     for (std::ptrdiff_t b = first; b < last; ++b) {
-        teacher_max_at[b] = mt;
+        maxima[b].teacher = mt;
         const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
         for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
             // As sweep 1 reads the teacher: log t for probabilities, a tail filled with -inf (or 0).
