@@ -7,6 +7,7 @@
 
 #include <distill/distill.hpp>
 
+#include <algorithm>
 #include <span>
 #include <string>
 
@@ -41,6 +42,18 @@ void ours(benchmark::State& state, case_spec c, int threads) {
     const omp_executor exec{threads};
     const omp_executor* e = threads > 1 ? &exec : nullptr;
     run_timed(state, c, in, [&] { return callers<Scalar>::call(c, in, e); });
+}
+
+// The distillation and KL cases of rows longer than 1024 classes again, with a workspace lent
+// (docs/api.md, "Workspace"): a slot for each thread and for each row of a call of at most 8 rows,
+// made before the timed loop.
+template <class Scalar>
+void ours_workspace(benchmark::State& state, case_spec c, int threads) {
+    auto& in = inputs_for<Scalar>(c.rows, c.cols);
+    const omp_executor exec{threads};
+    const omp_executor* e = threads > 1 ? &exec : nullptr;
+    distill::workspace ws(std::max<std::ptrdiff_t>(threads, std::min<std::ptrdiff_t>(c.rows, 8)), c.cols);
+    run_timed(state, c, in, [&] { return callers<Scalar>::call(c, in, e, &ws); });
 }
 
 // The top-k case's comparison: the dense distillation loss (alpha = 1) on the same student, with the
@@ -104,6 +117,10 @@ void register_ours(const case_spec& c, int threads) {
     register_for_type(benchmark_name(c, "ours", threads), c, [c, threads](benchmark::State& s, auto tag) {
         ours<typename decltype(tag)::type>(s, c, threads);
     });
+    if ((c.kind == loss_kind::distillation || c.kind == loss_kind::kl) && c.cols > 1024)
+        register_for_type(benchmark_name(c, "ours_workspace", threads), c, [c, threads](benchmark::State& s, auto tag) {
+            ours_workspace<typename decltype(tag)::type>(s, c, threads);
+        });
     // bfloat16 logits next to the float distillation case of the LLM shape (dtype "bf16": bf16
     // gradient; "bf16>float": float gradient).
     if (c.kind == loss_kind::distillation && !c.is_double && c.rows == 512 && c.cols == 32000 && threads == 1) {

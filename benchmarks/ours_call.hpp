@@ -34,17 +34,19 @@ template <class Scalar>
 struct callers {
     static constexpr bool softmax_takes_executor = softmax_accepts_executor<Scalar>;
 
-    // One call of the case through the public API; `exec` is used only when threads > 1.
-    static double call(const case_spec& c, inputs<Scalar>& in, const omp_executor* exec) {
+    // One call of the case through the public API; `exec` is used only when threads > 1, `ws` (the
+    // distillation and KL cases) only when given.
+    static double call(const case_spec& c, inputs<Scalar>& in, const omp_executor* exec,
+                       distill::workspace* ws = nullptr) {
         switch (c.kind) {
         case loss_kind::distillation: {
-            const distill::distillation_loss<Scalar> loss({.temperature = c.temperature, .alpha = c.alpha});
+            const distill::distillation_loss<Scalar> loss({.temperature = c.temperature, .alpha = c.alpha, .workspace = ws});
             const std::span<const std::int64_t> labels(in.labels);
             if (exec) return loss.loss_and_grad(*exec, in.student, in.teacher, labels, in.out).total;
             return loss.loss_and_grad(in.student, in.teacher, labels, in.out).total;
         }
         case loss_kind::kl: {
-            const distill::kl_divergence<Scalar> loss({.temperature = c.temperature});
+            const distill::kl_divergence<Scalar> loss({.temperature = c.temperature, .workspace = ws});
             if (exec) return loss.loss_and_grad(*exec, in.student, in.teacher, in.out).total;
             return loss.loss_and_grad(in.student, in.teacher, in.out).total;
         }
