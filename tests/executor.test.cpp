@@ -15,6 +15,7 @@
 #include "test_support.hpp"
 
 using distill_test::matrix;
+using distill_test::same_bits;
 
 using distill_test::thread_executor;
 static_assert(distill::executor<thread_executor>);
@@ -47,11 +48,6 @@ matrix<T> teacher_values(const matrix<T>& t, distill::teacher_input input) {
     else
         distill::log_softmax(t, out, 2.5);
     return out;
-}
-
-template <class T>
-bool same_bits(const matrix<T>& a, const matrix<T>& b) {
-    return std::memcmp(a.data(), b.data(), sizeof(T) * static_cast<std::size_t>(a.size())) == 0;
 }
 
 // The loss and gradient on 1, 2 and 7 threads, and with the sequential executor, are bitwise the same.

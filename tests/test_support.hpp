@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <random>
 #include <thread>
@@ -42,6 +43,13 @@ matrix<T> row(std::initializer_list<double> values) {
     Eigen::Index j = 0;
     for (double v : values) m(0, j++) = static_cast<T>(v);
     return m;
+}
+
+// Whether two matrices hold the same shape and the same bits (results that must be bitwise equal).
+template <class T>
+bool same_bits(const matrix<T>& a, const matrix<T>& b) {
+    return a.rows() == b.rows() && a.cols() == b.cols() &&
+           std::memcmp(a.data(), b.data(), sizeof(T) * static_cast<std::size_t>(a.size())) == 0;
 }
 
 // A parallel_for(begin, end, fn) that splits [begin, end) over `threads` std::threads.

@@ -16,14 +16,9 @@
 #include "test_support.hpp"
 
 using distill_test::matrix;
+using distill_test::same_bits;
 
 namespace {
-
-template <class T>
-bool same_bits(const matrix<T>& a, const matrix<T>& b) {
-    return a.rows() == b.rows() && a.cols() == b.cols() &&
-           std::memcmp(a.data(), b.data(), sizeof(T) * static_cast<std::size_t>(a.size())) == 0;
-}
 
 // Runs `call(options, grad, losses)` without and with the workspace and compares the results.
 template <class T, class Options, class Call>
