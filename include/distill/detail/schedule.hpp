@@ -119,7 +119,7 @@ struct loss_plan {
     std::ptrdiff_t segments = 1;
     std::ptrdiff_t blocks = 0;  // per row
     bool split_rows = false;
-    // The split rows' state (27 KB), constructed by make_plan for split calls only: zeroing it on
+    // The split rows' state (42 KB), constructed by make_plan for split calls only: zeroing it on
     // every call was most of the cost of a small call (a 1 x 10 loss).
     std::optional<split_row_state> split;
     // The caller's workspace, when this call uses it (statistics-first rows of several blocks with a
