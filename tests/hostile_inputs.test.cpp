@@ -168,7 +168,7 @@ TEMPLATE_TEST_CASE("mixed masks: teacher and student mask different classes", "[
     }
 }
 
-TEMPLATE_TEST_CASE("+inf logits make the loss NaN, as NaN does; check_finite names them", "[hostile][special]", float,
+TEMPLATE_TEST_CASE("+inf logits make the loss NaN, as NaN does, and check_finite names them", "[hostile][special]", float,
                    double) {
     // max s = +inf, so s - max s = inf - inf = NaN: +inf has no softmax, and propagates like NaN.
     distill::distillation_loss<TestType> kd({.temperature = 2, .alpha = 0.5});

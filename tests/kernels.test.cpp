@@ -246,7 +246,7 @@ TEMPLATE_TEST_CASE("SIMD softmax row: running max that rises block after block, 
             }
 }
 
-TEMPLATE_TEST_CASE("SIMD softmax row: all -inf leaves the output untouched; NaN or +inf anywhere make it all NaN",
+TEMPLATE_TEST_CASE("SIMD softmax row: all -inf leaves the output untouched, NaN or +inf anywhere make it all NaN",
                    "[kernels][special]", float, double) {
     constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
     constexpr std::ptrdiff_t C = 3000;  // 3 blocks

@@ -25,7 +25,7 @@ const distill::divergence family[] = {distill::forward_kl{},      distill::rever
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("row weights scale each row's loss and gradient; mean divides by their sum", "[weights]", float,
+TEMPLATE_TEST_CASE("row weights scale each row's loss and gradient, and mean divides by their sum", "[weights]", float,
                    double) {
     const Eigen::Index N = 6, C = 37;
     const auto s = distill_test::random_logits<TestType>(N, C, 1);
@@ -60,7 +60,7 @@ TEMPLATE_TEST_CASE("row weights scale each row's loss and gradient; mean divides
     }
 }
 
-TEST_CASE("row weights: every weight 1 is bitwise the call without weights; bad weights are refused", "[weights]") {
+TEST_CASE("row weights: every weight 1 is bitwise the call without weights, and bad weights are refused", "[weights]") {
     const auto s = distill_test::random_logits<float>(5, 33, 4);
     const auto t = distill_test::random_logits<float>(5, 33, 5);
     const std::vector<float> ones(5, 1.0f);

@@ -334,7 +334,7 @@ TEMPLATE_TEST_CASE("masked classes: a shard that is all -inf, a masked label, +i
     }
 }
 
-TEMPLATE_TEST_CASE("NaN logits reach the loss; an all -inf row is refused as one process refuses it", "[sharded]",
+TEMPLATE_TEST_CASE("NaN logits reach the loss, and an all -inf row is refused as one process refuses it", "[sharded]",
                    float, double) {
     using T = TestType;
     const Eigen::Index N = 3, V = 500;

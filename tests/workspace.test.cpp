@@ -148,7 +148,7 @@ TEST_CASE("threads share a workspace with fewer slots than they are: the same bi
     }
 }
 
-TEST_CASE("a workspace too small for the call's rows is an error; one without slots is no workspace", "[workspace]") {
+TEST_CASE("a workspace too small for the call's rows is an error, and one without slots is no workspace", "[workspace]") {
     const Eigen::Index N = 3, C = 3000;
     const auto s = distill_test::random_logits<float>(N, C, 75);
     const auto t = distill_test::random_logits<float>(N, C, 76);
