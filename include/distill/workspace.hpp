@@ -8,8 +8,8 @@
 //
 // Sized once and reused, never allocated by a call. It holds `slots` rows of up to `max_classes`
 // values (float or double). A call takes one free slot for each piece of work it runs at a time
-// (a thread of the executor; a call of fewer than 64 long rows, whose rows are cut across threads,
-// one per row) and gives them back before it returns; work that finds no slot free computes the
+// (a thread of the executor; a call of at most 8 rows over 1024 classes, whose rows are cut across
+// threads, one per row) and gives them back before it returns; work that finds no slot free computes the
 // exponentials again. Both give the same bits, so results never depend on the workspace, the
 // thread count or the other calls sharing it. Thread-safe: calls on several threads may share one.
 #pragma once
