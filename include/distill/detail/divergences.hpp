@@ -108,17 +108,21 @@ struct forward_kl_policy {
         return f * (acc + z_p * (ds * inv_t - dt * teacher_inv_t));
     }
 
-    static double value(double acc, double z_q, double z_p) noexcept {
-        return acc / z_p - std::log(z_p) + std::log(z_q);
-    }
-
     // The statistics-first value cancels terms of size |A / Z_p|, log Z_p and log Z_q, so it carries
     // a few ulps of their sum (of the kernel's scalar type): a row whose KL is not well above that
-    // (nearly equal p and q) is worth recomputing from its terms. NaN and +inf are kept.
+    // (nearly equal p and q) is worth recomputing from its terms. NaN and +inf are kept. Both come
+    // from one pair of logarithms, which on a row of ten classes cost as much as its exponentials.
+    struct statistics_value {
+        double kl = 0;
+        double cancelled = 0;  // |A / Z_p| + |log Z_p| + |log Z_q| + 1
+    };
+    static statistics_value value(double acc, double z_q, double z_p) noexcept {
+        const double a = acc / z_p, log_zp = std::log(z_p), log_zq = std::log(z_q);
+        return {a - log_zp + log_zq, std::abs(a) + std::abs(log_zp) + std::abs(log_zq) + 1};
+    }
     template <class T>
-    static bool worth_terms(double kl, double acc, double z_q, double z_p) noexcept {
-        const double size = std::abs(acc / z_p) + std::abs(std::log(z_p)) + std::abs(std::log(z_q)) + 1;
-        return kl < 64 * std::numeric_limits<T>::epsilon() * size;
+    static bool worth_terms(const statistics_value& v) noexcept {
+        return v.kl < 64 * std::numeric_limits<T>::epsilon() * v.cancelled;
     }
 };
 

@@ -153,7 +153,9 @@ row_result row_loss_from(const row_stats& st, const divergence_sums<double>& sum
     if (!out.student_defined || !out.teacher_defined) return out;
     if (k.soft) {
         if (statistics_first) {
-            value.value = forward_kl_policy::value(st.acc, st.zq, st.zp);
+            const auto kl = forward_kl_policy::value(st.acc, st.zq, st.zp);
+            value.value = kl.kl;
+            out.cancelled = kl.cancelled;
         } else {
             target_element e{};
             if (Policy::excludes_label) e = label_element_of(y, k, normalizers(st));

@@ -77,6 +77,7 @@ struct row_terms {
 struct row_result {
     double divergence = 0;
     double ce = 0;
+    double cancelled = 0;  // statistics-first forward KL: what its value cancels (worth_terms)
     bool student_defined = true;
     bool teacher_defined = true;
 };

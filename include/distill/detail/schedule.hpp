@@ -135,15 +135,16 @@ struct loss_plan {
     G* grad_row(std::ptrdiff_t i) const noexcept { return call->has_grad ? call->grad.row(i) : nullptr; }
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
     // Row i's kernel constants: the call's, with the gradient scaled by the row's weight and the
-    // class weight of its label.
-    row_terms terms_of(std::ptrdiff_t i) const noexcept {
+    // class weight of its label, written into `weighted`; without either weight, the call's own,
+    // not copied (on a row of ten classes the copy was a tenth of the row's instructions).
+    const row_terms& terms_of(std::ptrdiff_t i, row_terms& weighted) const noexcept {
         if (call->rows.weights.empty() && !terms.class_weights) return terms;
-        row_terms k = terms;
+        weighted = terms;
         const double w = row_weight(*call, i);
-        k.soft_grad *= w;
-        k.hard_grad *= w;
-        if (k.class_weights && k.hard) k.label_weight = label_class_weight(*options, *call, i);
-        return k;
+        weighted.soft_grad *= w;
+        weighted.hard_grad *= w;
+        if (weighted.class_weights && weighted.hard) weighted.label_weight = label_class_weight(*options, *call, i);
+        return weighted;
     }
 };
 
@@ -196,7 +197,8 @@ row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::pt
     const T* t = plan.teacher_row(i);
     const std::int64_t label = plan.label_of(i);
     const std::ptrdiff_t C = c.student.cols;
-    const row_terms k = plan.terms_of(i);
+    row_terms weighted;
+    const row_terms& k = plan.terms_of(i, weighted);
     std::array<row_stats, max_row_segments> stats;
     std::array<divergence_sums<double>, max_row_segments> sums{};
     block_maxima maxima[max_row_blocks];
@@ -235,6 +237,7 @@ template <class Isa, class T, class Label, class G>
     // One slot of the workspace for the rows this thread runs (null: none given, or none free).
     compute_t<T>* const student_exps =
         plan.exps_workspace ? plan.exps_workspace->template acquire<compute_t<T>>() : nullptr;
+    row_terms weighted;
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
         for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
@@ -247,7 +250,7 @@ template <class Isa, class T, class Label, class G>
                                       plan.segments > 1
                                           ? run_segments_in_turn(plan, i, g, student_exps)
                                           : backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i),
-                                                                    plan.label_of(i), C, plan.terms_of(i), g));
+                                                                    plan.label_of(i), C, plan.terms_of(i, weighted), g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = row_loss;
         }
@@ -308,6 +311,7 @@ template <class Isa, class T, class Label, class G>
     const loss_call<T, Label, G>& c = *plan.call;
     const std::ptrdiff_t C = c.student.cols;
     const std::ptrdiff_t block = backend<Isa>::template block_columns<T>(C);
+    row_terms weighted;
     for (std::ptrdiff_t w = first; w < last; ++w) {
         const segment_item s = segment_of(plan, w);
         G* g = c.grad.row(s.row);
@@ -318,7 +322,7 @@ template <class Isa, class T, class Label, class G>
         if (!row_defined(plan, s.row)) continue;  // refused rows are left as they are
         const auto at = static_cast<std::size_t>(s.row);
         const split_row_state& split = *plan.split;
-        backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms_of(s.row),
+        backend<Isa>::gradient(c.student.row(s.row), plan.teacher_row(s.row), plan.label_of(s.row), C, plan.terms_of(s.row, weighted),
                                split.merged[at], split.values[at], g, s.first, s.last, split.maxima[at].data(),
                                plan.split_exps[at]);
     }
@@ -339,6 +343,7 @@ void merge_segment_statistics(loss_plan<Isa, T, Label, G>& plan) noexcept {
 template <class Isa, class T, class Label, class G>
 void finish_segmented_rows(loss_plan<Isa, T, Label, G>& plan) noexcept {
     const loss_call<T, Label, G>& c = *plan.call;
+    row_terms weighted;
     for (std::ptrdiff_t i = 0; i < c.student.rows; ++i) {
         const auto at = static_cast<std::size_t>(i);
         double row_loss = 0;
@@ -348,7 +353,7 @@ void finish_segmented_rows(loss_plan<Isa, T, Label, G>& plan) noexcept {
                 merge_in_order(&split.segment_sums[static_cast<std::size_t>(i * plan.segments)], plan.segments);
             row_loss = record_row(plan, plan.pieces[at], i,
                                   backend<Isa>::row_loss(split.merged[at], sums, c.student.row(i), plan.teacher_row(i),
-                                                         plan.label_of(i), c.student.cols, plan.terms_of(i), split.values[at],
+                                                         plan.label_of(i), c.student.cols, plan.terms_of(i, weighted), split.values[at],
                                                          plan.grad_row(i), split.maxima[at].data()));
         }
         if (!c.rows.losses.empty()) c.rows.losses[at] = row_loss;

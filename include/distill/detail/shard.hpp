@@ -256,8 +256,7 @@ template <class T>
 bool row_needs_sums(const row_terms& k, bool statistics_first, const row_stats& st) noexcept {
     if (!k.soft || !student_defined(st) || !teacher_defined(st, k)) return false;
     if (!statistics_first) return true;
-    const double kl = forward_kl_policy::value(st.acc, st.zq, st.zp);
-    return forward_kl_policy::worth_terms<T>(kl, st.acc, st.zq, st.zp);
+    return forward_kl_policy::worth_terms<T>(forward_kl_policy::value(st.acc, st.zq, st.zp));
 }
 template <class Isa, class T, class Label>
 bool row_needs_sums(const shard_plan<Isa, T, Label>& plan, const row_stats& st) noexcept {

@@ -524,7 +524,7 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
     row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
     if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
         if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
-            forward_kl_policy::worth_terms<compute_t<T>>(out.divergence, st.acc, st.zq, st.zp)) {
+            forward_kl_policy::worth_terms<compute_t<T>>({out.divergence, out.cancelled})) {
             const divergence_sums<double> terms =
                 row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, maxima, 0,
                                                   row_blocks<Arch, T>(C));
