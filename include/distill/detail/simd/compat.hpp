@@ -61,8 +61,9 @@ inline T reduce_max(const xsimd::batch<T, Arch>& x) noexcept {
 // Tails: the first `n` (< lanes) lanes of a vector. Loads on AVX-512 and AVX2 are masked loads,
 // which touch (and can fault on) the active lanes only; for rows of a few tens of classes the tail
 // is most of the row, and copying it lane by lane through a stack buffer made softmax at 64 x 10
-// twice as slow (AVX-512). Stores stay lane by lane: masked stores made kl_divergence at 256 x 1000
-// 11% slower on Zen 4 (its parked teacher exponentials are stored, then read back).
+// twice as slow (AVX-512). Stores go through a stack buffer, not masked: masked stores made
+// kl_divergence at 256 x 1000 11% slower on Zen 4 (its parked teacher exponentials are stored, then
+// read back).
 #if defined(__AVX2__)
 // Lanes i < n of an AVX2 vector of 32-bit (64-bit) elements: all ones. Templates on the
 // architecture, as every kernel function, so that units built for other instruction sets never
