@@ -136,7 +136,7 @@ struct loss_plan {
     bool counts(std::ptrdiff_t i) const noexcept { return row_counts(*call, options->ignore_index, i); }
     // Row i's kernel constants: the call's, with the gradient scaled by the row's weight and the
     // class weight of its label, written into `weighted`; without either weight, the call's own,
-    // not copied (on a row of ten classes the copy was a tenth of the row's instructions).
+    // not copied (on a row of ten classes the copy, a call to memcpy, took about 20 instructions).
     const row_terms& terms_of(std::ptrdiff_t i, row_terms& weighted) const noexcept {
         if (call->rows.weights.empty() && !terms.class_weights) return terms;
         weighted = terms;
