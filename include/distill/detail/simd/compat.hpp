@@ -147,4 +147,23 @@ inline xsimd::batch<float, Arch> bitwise_as_float(const xsimd::batch<std::int32_
 #endif
 }
 
+// The same for double lanes and int64.
+template <class Arch>
+inline xsimd::batch<std::int64_t, Arch> bitwise_as_int(const xsimd::batch<double, Arch>& x) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::bitwise_cast<std::int64_t>(x);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<std::int64_t, Arch>>(x);
+#endif
+}
+
+template <class Arch>
+inline xsimd::batch<double, Arch> bitwise_as_double(const xsimd::batch<std::int64_t, Arch>& x) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::bitwise_cast<double>(x);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<double, Arch>>(x);
+#endif
+}
+
 }  // namespace distill::detail::simd

@@ -5,12 +5,14 @@
 // x in [-87.3, 0] (tests/exp.test.cpp sweeps it); results below 2^-126 (x < -87.34) are flushed to
 // +0, which changes no softmax sum (each sum is >= 1); -inf -> 0; NaN -> NaN. No overflow handling:
 // x > 0 is outside the contract (the kernels never pass it).
-// Double: xsimd::exp (its own contract, about 1 ulp; tests/exp.test.cpp holds it to 2 ulp), with
-// -inf, NaN and huge negative x kept out of its lane-by-lane integer conversion.
+// Double: x in [-inf, 0] or NaN; max error 2 ulp for x in [-708.39, 0] (tests/exp.test.cpp sweeps it;
+// about 1 ulp measured); results below 2^-1022 (x < -708.3964) flushed to +0; -inf -> 0; NaN -> NaN.
 //
-// Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf);
-// knowing x <= 0 leaves Cody-Waite range reduction, a degree-6 polynomial and one integer add into
-// the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
+// Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf;
+// in double a rational approximation with a division, and a lane-by-lane int64 conversion that is
+// undefined behaviour for -inf and NaN); knowing x <= 0 leaves Cody-Waite range reduction, a
+// polynomial (degree 6 in float, 11 in double) and one integer add into the exponent bits: fewer
+// instructions on the kernels' critical resource (FMA ports).
 //
 // Counting (tests and the benchmark suite only): a program that defines DISTILL_COUNT_EXP_CALLS
 // before including distill gets `exp_lanes`, the lanes of every vector exponential evaluated here
@@ -66,18 +68,38 @@ template <class Arch>
 DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
     using V = xsimd::batch<double, Arch>;
     DISTILL_COUNT_EXP(V);
-    // Where the ISA has no vector double -> int64 conversion (AVX2), xsimd converts round(x / ln2)
-    // lane by lane in C++, which is undefined behaviour for -inf (masked classes, tail fill), NaN
-    // and x < -6.4e18 (UBSan reports it). Below -1000 the result is 0 anyway (xsimd flushes from
-    // -708.4), so those lanes go in as -1000; NaN is put back afterwards (isnan, not x != x:
-    // xsimd 8.1's != is an ordered compare on AVX, false for NaN). x > 0 is outside the contract but
-    // reaches here when a NaN logit hid the row max (xsimd::max drops NaN lanes); the result is NaN
-    // through that logit's own exponential, so those lanes go in as 0 (UBSan found 1e43 / ln2).
-    // AVX-512 needs them too: xsimd 8.1's double exp converts lane by lane there as well (UBSan:
-    // -inf to long), although the ISA has a vector conversion.
-    V safe = xsimd::select(x >= V(-1000.0), x, V(-1000.0));
-    safe = xsimd::select(safe <= V(0.0), safe, V(0.0));
-    return xsimd::select(xsimd::isnan(x), x, xsimd::exp(safe));
+    // n = round(x / ln2) by the shifter 1.5 * 2^52: adding it leaves n in the low bits of the
+    // mantissa, so 2^n needs no double -> int64 conversion (AVX2 has none; a C++ one would be
+    // undefined behaviour for -inf and NaN) and n itself is t - shifter, exactly.
+    const V shifter(0x1.8p52);
+    const V t = xsimd::fma(x, V(1.4426950408889634), shifter);
+    const V n = t - shifter;
+    // x = n ln2 + r, |r| <= ln2 / 2 (plus rounding); ln2 in two parts, the first with its low 21 bits
+    // zero, so that n * hi is exact for |n| < 2^21 (Cody & Waite 1980).
+    V r = xsimd::fma(n, V(-0x1.62e42fee00000p-1), x);
+    r = xsimd::fma(n, V(-0x1.a39ef35793c76p-33), r);
+    // e^r = 1 + r + r^2 P(r) on [-0.35, 0.35]: P of degree 9, the Chebyshev interpolant of
+    // (e^r - 1 - r) / r^2 (relative error of the sum below 2e-17 before rounding; the coefficients'
+    // derivation is in docs/math.md).
+    V p = V(0x1.af3cd7b3560d9p-26);
+    p = xsimd::fma(p, r, V(0x1.2894eb03786e2p-22));
+    p = xsimd::fma(p, r, V(0x1.71de0be80e7e8p-19));
+    p = xsimd::fma(p, r, V(0x1.a019b62aaa671p-16));
+    p = xsimd::fma(p, r, V(0x1.a01a01a83a3a3p-13));
+    p = xsimd::fma(p, r, V(0x1.6c16c1794bd5cp-10));
+    p = xsimd::fma(p, r, V(0x1.111111111091ap-7));
+    p = xsimd::fma(p, r, V(0x1.5555555553b72p-5));
+    p = xsimd::fma(p, r, V(0x1.5555555555556p-3));
+    p = xsimd::fma(p, r, V(0x1.0000000000001p-1));
+    p = xsimd::fma(p, r * r, r) + V(1.0);
+    // 2^n: the shifter's low 12 mantissa bits are n modulo 2^12 (n >= -1022 here); shifted into the
+    // exponent field and added, modulo 2^64, they add n to the exponent of p.
+    const V result = bitwise_as_double(bitwise_as_int(p) + (bitwise_as_int(t) << 52));
+    // Below ln(2^-1022) the result would leave the normal range: flushed to 0 (so is -inf). NaN
+    // goes through as itself (isnan: xsimd 8.1's != is an ordered compare on AVX, false for NaN).
+    // x > 0 (a NaN logit hid the row max) gives a meaningless lane, never undefined behaviour: the
+    // integer steps are vector instructions, and that row is NaN through the NaN's own exponential.
+    return xsimd::select(xsimd::isnan(x), x, xsimd::select(x < V(-708.3964185322641), V(0.0), result));
 }
 
 }  // namespace distill::detail::simd
