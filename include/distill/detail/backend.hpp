@@ -90,6 +90,11 @@ struct backend<no_simd> {
                                 G* grad) noexcept {
         return reference::fused_row(s, t, label, C, k, grad);
     }
+    // The function that runs each row of a call whole: chosen once per call.
+    template <class T, class G>
+    static row_function<T, G> row_kernel(std::ptrdiff_t, const row_terms&) noexcept {
+        return &reference::fused_row<T, G>;
+    }
     // The reference gradient recomputes p: nothing to park.
     static constexpr bool parks_teacher = false;
     template <class T>
@@ -173,6 +178,12 @@ struct backend {
     static row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                 G* grad) noexcept {
         return simd::fused_row<Arch>(s, t, label, C, k, grad);
+    }
+    // The function that runs each row of a call whole, chosen once per call: for short rows the
+    // short-row kernel itself (simd::row_kernel).
+    template <class T, class G>
+    static row_function<T, G> row_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
+        return simd::row_kernel<Arch, T, G>(C, k);
     }
     // The gradient sweep reads the teacher's e_p from the gradient buffer: for a row whose sweep 1
     // ran in another call, park_teacher puts it there, relative to the row's teacher max mt.

@@ -82,6 +82,11 @@ struct row_result {
     bool teacher_defined = true;
 };
 
+// A whole row's kernel as the scheduler calls it: (student row, teacher row or null, label,
+// classes, the row's terms, gradient row or null) -> the row's result.
+template <class T, class G>
+using row_function = row_result (*)(const T*, const T*, std::int64_t, std::ptrdiff_t, const row_terms&, G*) noexcept;
+
 // T in [1, 16] and whole: exp(s - m) = exp((s - m) / T)^T, a few multiplies instead of an exp.
 // Above 16 the power's rounding error (about T ulp) would exceed the exponential's.
 inline int whole_temperature(double t) noexcept {

@@ -237,6 +237,7 @@ template <class Isa, class T, class Label, class G>
     // One slot of the workspace for the rows this thread runs (null: none given, or none free).
     compute_t<T>* const student_exps =
         plan.exps_workspace ? plan.exps_workspace->template acquire<compute_t<T>>() : nullptr;
+    const row_function<T, G> fused_row = backend<Isa>::template row_kernel<T, G>(C, plan.terms);
     row_terms weighted;
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];
@@ -249,8 +250,8 @@ template <class Isa, class T, class Label, class G>
                 row_loss = record_row(plan, r, i,
                                       plan.segments > 1
                                           ? run_segments_in_turn(plan, i, g, student_exps)
-                                          : backend<Isa>::fused_row(c.student.row(i), plan.teacher_row(i),
-                                                                    plan.label_of(i), C, plan.terms_of(i, weighted), g));
+                                          : fused_row(c.student.row(i), plan.teacher_row(i), plan.label_of(i), C,
+                                                      plan.terms_of(i, weighted), g));
             }
             if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = row_loss;
         }

@@ -543,21 +543,34 @@ bool short_row_fits(std::ptrdiff_t C, const row_terms& k) noexcept {
            !(k.hard && k.smoothing > 0);
 }
 
-// A short row whole: statistics and gradient from registers, the loss as for any row.
+// A short row whole, with kernel K over `Vectors` vectors: statistics and gradient from registers,
+// the loss as for any row.
+template <class Arch, class Policy, class K, int Vectors, class T, class G>
+row_result short_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                     G* grad) noexcept {
+    const auto r = K::template short_statistics<Vectors>(s, t, C, k);
+    divergence_value value;
+    // Nothing is parked: a forward KL recomputed from its terms takes p's own exponential.
+    const row_result out =
+        row_loss<Arch, Policy>(r.st, {}, s, t, label, C, k, value, static_cast<const G*>(nullptr), nullptr);
+    if (grad && out.student_defined && out.teacher_defined) K::short_gradient(r, label, C, k, grad);
+    return out;
+}
+
+// Calls fn.template operator()<K, Vectors>() with the short-row kernel that fits C and k.
+template <class Arch, class T, class G, class Fn>
+decltype(auto) with_short_row_kernel(std::ptrdiff_t C, const row_terms& k, Fn&& fn) noexcept {
+    return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() -> decltype(auto) {
+        if (C <= K::W) return fn.template operator()<K, 1>();
+        return fn.template operator()<K, 2>();
+    });
+}
+
 template <class Arch, class Policy, class T, class G>
 row_result short_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                           G* grad) noexcept {
-    return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() {
-        const auto run = [&]<int Vectors>() {
-            const auto r = K::template short_statistics<Vectors>(s, t, C, k);
-            divergence_value value;
-            // Nothing is parked: a forward KL recomputed from its terms takes p's own exponential.
-            const row_result out = row_loss<Arch, Policy>(r.st, {}, s, t, label, C, k, value,
-                                                          static_cast<const G*>(nullptr), nullptr);
-            if (grad && out.student_defined && out.teacher_defined) K::short_gradient(r, label, C, k, grad);
-            return out;
-        };
-        return C <= K::W ? run.template operator()<1>() : run.template operator()<2>();
+    return with_short_row_kernel<Arch, T, G>(C, k, [&]<class K, int Vectors>() {
+        return short_row<Arch, Policy, K, Vectors>(s, t, label, C, k, grad);
     });
 }
 
@@ -565,19 +578,24 @@ row_result short_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
 // as e_p in the gradient buffer, so the gradient sweep spends no exponential on q (two an element
 // where a longer row spends three: its e_q would not fit on a thread's stack). loss() runs the same
 // sweep 1 (and so gets the same bits) without the gradient sweep.
+template <class Arch, class Policy, class K, class T, class G>
+row_result one_block_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
+                         G* grad) noexcept {
+    alignas(64) compute_t<T> student_exps[min_block_length];
+    block_maxima maxima[1];
+    const row_stats st = K::statistics(s, t, C, k, grad, 0, 1, maxima, student_exps);
+    divergence_value value;
+    const row_result out = row_loss<Arch, Policy>(st, {}, s, t, label, C, k, value, grad, maxima);
+    if (grad && out.student_defined && out.teacher_defined)
+        K::gradient(s, t, label, C, k, st, grad, 0, 1, maxima, student_exps);
+    return out;
+}
+
 template <class Arch, class Policy, class T, class G>
 row_result one_block_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                               G* grad) noexcept {
-    return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() {
-        alignas(64) compute_t<T> student_exps[min_block_length];
-        block_maxima maxima[1];
-        const row_stats st = K::statistics(s, t, C, k, grad, 0, 1, maxima, student_exps);
-        divergence_value value;
-        const row_result out = row_loss<Arch, Policy>(st, {}, s, t, label, C, k, value, grad, maxima);
-        if (grad && out.student_defined && out.teacher_defined)
-            K::gradient(s, t, label, C, k, st, grad, 0, 1, maxima, student_exps);
-        return out;
-    });
+    return with_statistics_first_kernel<Arch, T, G>(
+        k, [&]<class K>() { return one_block_row<Arch, Policy, K>(s, t, label, C, k, grad); });
 }
 
 // The whole row with one policy: statistics, sums, loss, and (when grad is given) the gradient.
@@ -613,6 +631,26 @@ row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t 
                      G* grad) noexcept {
     return with_divergence(k.divergence,
                            [&]<class Policy>() { return fused_row_with<Arch, Policy>(s, t, label, C, k, grad); });
+}
+
+// The function that runs each whole row of a call (C and the call's terms k fixed) exactly as
+// fused_row does. For forward KL (or no divergence) rows of at most one block it is the short-row or
+// one-block kernel itself, chosen here once per call rather than through the divergence and kernel
+// switches at every row: on a row of ten classes those layers of calls cost more than the row's
+// loss without its logarithms. Any other call gets fused_row. The conditions are fused_row_with's,
+// in its order, and the same functions run either way, so a row's bits do not depend on which.
+template <class Arch, class T, class G>
+row_function<T, G> row_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
+    using Policy = forward_kl_policy;  // statistics-first whatever k holds
+    if (k.divergence != divergence_kind::forward_kl) return &fused_row<Arch, T, G>;
+    if (short_row_fits<Arch, Policy, T>(C, k))
+        return with_short_row_kernel<Arch, T, G>(C, k, [&]<class K, int Vectors>() -> row_function<T, G> {
+            return &short_row<Arch, Policy, K, Vectors, T, G>;
+        });
+    if (row_blocks<Arch, T>(C) == 1)
+        return with_statistics_first_kernel<Arch, T, G>(
+            k, [&]<class K>() -> row_function<T, G> { return &one_block_row<Arch, Policy, K, T, G>; });
+    return &fused_row<Arch, T, G>;
 }
 
 }  // namespace distill::detail::simd
