@@ -127,42 +127,14 @@ inline void store_partial(T* p, std::size_t n, const xsimd::batch<T, Arch>& x) n
         }
 }
 
-// Reinterpreting float lanes as int32 and back: xsimd 8 spells it bitwise_cast<batch<U, A>>(x),
-// xsimd 9 and later bitwise_cast<U>(x).
-template <class Arch>
-inline xsimd::batch<std::int32_t, Arch> bitwise_as_int(const xsimd::batch<float, Arch>& x) noexcept {
+// The lanes of x reinterpreted as U (float <-> int32, double <-> int64): xsimd 8 spells it
+// bitwise_cast<batch<U, A>>(x), xsimd 9 and later bitwise_cast<U>(x).
+template <class U, class T, class Arch>
+inline xsimd::batch<U, Arch> bitwise_as(const xsimd::batch<T, Arch>& x) noexcept {
 #if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::bitwise_cast<std::int32_t>(x);
+    return xsimd::bitwise_cast<U>(x);
 #else
-    return xsimd::bitwise_cast<xsimd::batch<std::int32_t, Arch>>(x);
-#endif
-}
-
-template <class Arch>
-inline xsimd::batch<float, Arch> bitwise_as_float(const xsimd::batch<std::int32_t, Arch>& x) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::bitwise_cast<float>(x);
-#else
-    return xsimd::bitwise_cast<xsimd::batch<float, Arch>>(x);
-#endif
-}
-
-// The same for double lanes and int64.
-template <class Arch>
-inline xsimd::batch<std::int64_t, Arch> bitwise_as_int(const xsimd::batch<double, Arch>& x) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::bitwise_cast<std::int64_t>(x);
-#else
-    return xsimd::bitwise_cast<xsimd::batch<std::int64_t, Arch>>(x);
-#endif
-}
-
-template <class Arch>
-inline xsimd::batch<double, Arch> bitwise_as_double(const xsimd::batch<std::int64_t, Arch>& x) noexcept {
-#if XSIMD_VERSION_MAJOR >= 9
-    return xsimd::bitwise_cast<double>(x);
-#else
-    return xsimd::bitwise_cast<xsimd::batch<double, Arch>>(x);
+    return xsimd::bitwise_cast<xsimd::batch<U, Arch>>(x);
 #endif
 }
 

@@ -59,8 +59,8 @@ DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::bat
     p = xsimd::fma(p, r, V(5.0000001201e-1f));
     p = xsimd::fma(p, r * r, r) + V(1.0f);
     // 2^n: add n to the exponent field. n >= -126 keeps the field positive; below, flush to 0.
-    const auto scaled = bitwise_as_int(p) + (xsimd::to_int(n) << 23);
-    const V result = bitwise_as_float<Arch>(scaled);
+    const auto scaled = bitwise_as<std::int32_t>(p) + (xsimd::to_int(n) << 23);
+    const V result = bitwise_as<float>(scaled);
     return xsimd::select(x < V(-87.33654f), V(0.0f), xsimd::select(x != x, x, result));
 }
 
@@ -94,7 +94,7 @@ DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::ba
     p = xsimd::fma(p, r * r, r) + V(1.0);
     // 2^n: the shifter's low 12 mantissa bits are n modulo 2^12 (n >= -1022 here); shifted into the
     // exponent field and added, modulo 2^64, they add n to the exponent of p.
-    const V result = bitwise_as_double(bitwise_as_int(p) + (bitwise_as_int(t) << 52));
+    const V result = bitwise_as<double>(bitwise_as<std::int64_t>(p) + (bitwise_as<std::int64_t>(t) << 52));
     // Below ln(2^-1022) the result would leave the normal range: flushed to 0 (so is -inf). NaN
     // goes through as itself (isnan: xsimd 8.1's != is an ordered compare on AVX, false for NaN).
     // x > 0 (a NaN logit hid the row max) gives a meaningless lane, never undefined behaviour: the
