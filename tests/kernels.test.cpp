@@ -1,11 +1,13 @@
 // The SIMD row kernels against the scalar oracle (detail::reference), for every divergence of the
 // family, every row length from 1 to 4 x lanes + 3 (every tail length, with and without full
 // vectors), block boundaries, long rows, and rows that start at every offset inside a buffer
-// (misaligned starts); decoupled KD with its label at the start, the middle, the end and in the tail.
+// (misaligned starts); decoupled KD with its label at the start, the middle, the end and in the tail;
+// and the row function a call chooses once (row_kernel) against fused_row, bit for bit.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -82,6 +84,13 @@ void compare_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, c
     const auto w = simd::fused_row<arch>(s, t, label, C, k, static_cast<T*>(nullptr));
     CHECK(w.divergence == v.divergence);
     CHECK(w.ce == v.ce);
+    // The function a call takes once for all its rows (row_kernel: for short and one-block rows the
+    // shape's kernel itself) must give fused_row's bits, loss and gradient.
+    std::vector<T> g_call(static_cast<std::size_t>(C));
+    const auto u = simd::row_kernel<arch, T, T>(C, k)(s, t, label, C, k, g_call.data());
+    CHECK(std::memcmp(&u.divergence, &v.divergence, sizeof(double)) == 0);
+    CHECK(std::memcmp(&u.ce, &v.ce, sizeof(double)) == 0);
+    CHECK(std::memcmp(g_call.data(), g_simd.data(), g_call.size() * sizeof(T)) == 0);
 }
 
 // The labels a row of C elements is tried with: for decoupled KD (which leaves the label's column
