@@ -38,9 +38,8 @@ import sys
 PEERS = ["reference", "eigen_naive", "torch_autograd", "torch_fused", "onednn", "dense"]
 # Peers that compute another loss on purpose: the top-k cases' dense path has the whole teacher.
 DIFFERENT_LOSS = {"dense"}
-# Our exponential's documented bound (detail/simd/exp.hpp: at most 2 ulp of float on normal results;
-# its double is xsimd's exp, "about 1 ulp", for which no tighter bound is written down): a candidate
-# of the exp floor must be within it to count.
+# Our exponential's documented bound (detail/simd/exp.hpp: at most 2 ulp on normal results, float and
+# double): a candidate of the exp floor must be within it to count.
 EXP_ULP_BOUND = 2.0
 # Peers that allocate their N x C temporaries on every call: a caching allocator may help them.
 ALLOCATING = {"eigen_naive", "torch_autograd", "torch_fused"}

@@ -75,7 +75,7 @@ struct row_scales {
 };
 
 // The exponent floors of the SIMD exponential (simd/exp.hpp): float results below 2^-126 are
-// flushed to 0 (x < -87.34), double ones below about -708.4 (xsimd::exp); the reference's std::exp
+// flushed to 0 (x < -87.34), double ones below 2^-1022 (x < -708.3964); the reference's std::exp
 // keeps subnormals down to -745 in double. Probabilities below these differ between the kernels.
 template <class T>
 constexpr double exp_floor() {

@@ -101,7 +101,7 @@ TEST_CASE("exp_nonpositive<double> is within 2 ulp of e^x on [-708.39, 0]", "[ex
     std::vector<double> xs(n), out(n + 8);
     for (std::size_t i = 0; i < n; ++i) xs[i] = -708.39 * static_cast<double>(i) / static_cast<double>(n - 1);
     for (double x : {-0.34657359027997264, -0.34657359027997270, -1.0397207708399179, -1.0397207708399180,
-                     -708.3964, -708.39641, -708.396418, -708.3964185322})
+                     -708.3964, -708.39641, -708.396418, -708.3964185322641})
         xs.push_back(x);
     exp_doubles(xs.data(), out.data(), xs.size());
     double worst = 0, worst_x = 0;
@@ -113,6 +113,11 @@ TEST_CASE("exp_nonpositive<double> is within 2 ulp of e^x on [-708.39, 0]", "[ex
     }
     INFO("worst " << worst << " ulp at x = " << worst_x);
     CHECK(worst <= 2.0);
+    // The next double below the last one kept (-708.3964185322641, whose result is normal, above):
+    // flushed, as e^x is subnormal there.
+    std::vector<double> below(WD, std::nextafter(-708.3964185322641, -1000.0)), flushed(WD);
+    exp_doubles(below.data(), flushed.data(), WD);
+    CHECK(flushed[0] == 0.0);
 }
 
 TEST_CASE("exp_nonpositive<double> special values", "[exp]") {

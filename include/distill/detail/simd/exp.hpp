@@ -11,8 +11,8 @@
 // Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf;
 // in double a rational approximation with a division, and a lane-by-lane int64 conversion that is
 // undefined behaviour for -inf and NaN); knowing x <= 0 leaves Cody-Waite range reduction, a
-// polynomial (degree 6 in float, 11 in double) and one integer add into the exponent bits: fewer
-// instructions on the kernels' critical resource (FMA ports).
+// polynomial (e^r = 1 + r + r^2 P(r), P of degree 5 in float, 9 in double) and one integer add into
+// the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
 //
 // Counting (tests and the benchmark suite only): a program that defines DISTILL_COUNT_EXP_CALLS
 // before including distill gets `exp_lanes`, the lanes of every vector exponential evaluated here
@@ -92,8 +92,8 @@ DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::ba
     p = xsimd::fma(p, r, V(0x1.5555555555556p-3));
     p = xsimd::fma(p, r, V(0x1.0000000000001p-1));
     p = xsimd::fma(p, r * r, r) + V(1.0);
-    // 2^n: the shifter's low 12 mantissa bits are n modulo 2^12 (n >= -1022 here); shifted into the
-    // exponent field and added, modulo 2^64, they add n to the exponent of p.
+    // 2^n: t's low 12 mantissa bits are n modulo 2^12 (n >= -1022 here); shifted into the exponent
+    // field and added, modulo 2^64, they add n to the exponent of p.
     const V result = bitwise_as<double>(bitwise_as<std::int64_t>(p) + (bitwise_as<std::int64_t>(t) << 52));
     // Below ln(2^-1022) the result would leave the normal range: flushed to 0 (so is -inf). NaN
     // goes through as itself (isnan: xsimd 8.1's != is an ordered compare on AVX, false for NaN).

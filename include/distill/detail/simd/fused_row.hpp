@@ -634,8 +634,8 @@ row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t 
 }
 
 // The function that runs each whole row of a call (C and the call's terms k fixed) exactly as
-// fused_row does. For forward KL (or no divergence) rows of at most one block it is the short-row or
-// one-block kernel itself, chosen here once per call rather than through the divergence and kernel
+// fused_row does. For rows of at most one block of a call naming forward KL (cross_entropy's calls
+// too, which have no divergence term) it is the short-row or one-block kernel itself, chosen here once per call rather than through the divergence and kernel
 // switches at every row: on a row of ten classes those layers of calls cost more than the row's
 // loss without its logarithms. Any other call gets fused_row. The conditions are fused_row_with's,
 // in its order, and the same functions run either way, so a row's bits do not depend on which.
