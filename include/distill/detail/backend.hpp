@@ -179,8 +179,8 @@ struct backend {
                                 G* grad) noexcept {
         return simd::fused_row<Arch>(s, t, label, C, k, grad);
     }
-    // The function that runs each row of a call whole, chosen once per call: for short rows the
-    // short-row kernel itself (simd::row_kernel).
+    // The function that runs each row of a call whole, chosen once per call: for short and one-block
+    // rows that shape's kernel itself (simd::row_kernel).
     template <class T, class G>
     static row_function<T, G> row_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
         return simd::row_kernel<Arch, T, G>(C, k);
