@@ -143,7 +143,7 @@ struct backend {
     static row_stats statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad,
                                 std::ptrdiff_t first, std::ptrdiff_t last, block_maxima* maxima,
                                 compute_t<T>* student_exps = nullptr) noexcept {
-        return with_divergence(k.divergence, [&]<class Policy>() {
+        return simd::with_row_policy(k, [&]<class Policy>() {
             return simd::row_statistics<Arch, Policy>(s, t, C, k, grad, first, last, maxima, student_exps);
         });
     }
@@ -153,7 +153,7 @@ struct backend {
                                         const row_terms& k, const row_stats& st, const G* parked,
                                         const block_maxima* maxima, std::ptrdiff_t first,
                                         std::ptrdiff_t last) noexcept {
-        return with_divergence(k.divergence, [&]<class Policy>() {
+        return simd::with_row_policy(k, [&]<class Policy>() {
             return simd::row_sums<Arch, Policy>(s, t, label, C, k, st, parked, maxima, first, last);
         });
     }
@@ -161,7 +161,7 @@ struct backend {
     static row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                                std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
                                const G* parked, const block_maxima* maxima) noexcept {
-        return with_divergence(k.divergence, [&]<class Policy>() {
+        return simd::with_row_policy(k, [&]<class Policy>() {
             return simd::row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, parked, maxima);
         });
     }
@@ -170,7 +170,7 @@ struct backend {
                          const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, const block_maxima* maxima,
                          const compute_t<T>* student_exps = nullptr) noexcept {
-        with_divergence(k.divergence, [&]<class Policy>() {
+        simd::with_row_policy(k, [&]<class Policy>() {
             simd::row_gradient<Arch, Policy>(s, t, label, C, k, st, value, grad, first, last, maxima, student_exps);
         });
     }

@@ -47,14 +47,20 @@ inline std::ptrdiff_t row_blocks(std::ptrdiff_t C) noexcept {
     return (C + block - 1) / block;
 }
 
-// Forward KL (or no divergence at all) runs statistics-first; every other divergence
-// normalise-first.
+// Forward KL runs statistics-first; every other divergence normalise-first. A row without a
+// divergence term runs with forward KL's kernels whatever divergence its call names (with_row_policy):
+// no policy plays a part there, and so every other policy compiles its normalise-first kernels alone.
 template <class Policy>
-inline bool statistics_first(const row_terms& k) noexcept {
-    return !k.soft || std::is_same_v<Policy, forward_kl_policy>;
-}
+inline constexpr bool runs_statistics_first = std::is_same_v<Policy, forward_kl_policy>;
 inline bool statistics_first(const row_terms& k) noexcept {
     return !k.soft || k.divergence == divergence_kind::forward_kl;
+}
+
+// Calls fn.template operator()<Policy>() with the policy whose kernels run a row of k.
+template <class Fn>
+inline decltype(auto) with_row_policy(const row_terms& k, Fn&& fn) noexcept {
+    if (!k.soft) return fn.template operator()<forward_kl_policy>();
+    return with_divergence(k.divergence, std::forward<Fn>(fn));
 }
 
 // The kernels for one shape of the loss, fixed at compile time so that the inner loops carry no
@@ -485,11 +491,12 @@ inline decltype(auto) with_normalised_kernel(const row_terms& k, Fn&& fn) noexce
 template <class Arch, class Policy, class T, class G>
 row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_terms& k, G* grad, std::ptrdiff_t first,
                          std::ptrdiff_t last, block_maxima* maxima, compute_t<T>* student_exps = nullptr) noexcept {
-    if (statistics_first<Policy>(k))
+    if constexpr (runs_statistics_first<Policy>)
         return with_statistics_first_kernel<Arch, T, G>(
             k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima, student_exps); });
-    return with_normalised_kernel<Arch, T, G>(
-        k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima); });
+    else
+        return with_normalised_kernel<Arch, T, G>(
+            k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima); });
 }
 
 template <class Arch, class Policy, class T, class G>
@@ -505,7 +512,7 @@ template <class Arch, class Policy, class T, class G>
 void row_gradient(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                   const row_stats& st, const divergence_value& value, G* grad, std::ptrdiff_t first,
                   std::ptrdiff_t last, const block_maxima* maxima, const compute_t<T>* student_exps = nullptr) noexcept {
-    if (statistics_first<Policy>(k))
+    if constexpr (runs_statistics_first<Policy>)
         with_statistics_first_kernel<Arch, T, G>(
             k, [&]<class K>() { K::gradient(s, t, label, C, k, st, grad, first, last, maxima, student_exps); });
     else
@@ -520,10 +527,9 @@ template <class Arch, class Policy, class T, class G>
 row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, const T* s, const T* t,
                     std::int64_t label, std::ptrdiff_t C, const row_terms& k, divergence_value& value,
                     const G* parked, const block_maxima* maxima) noexcept {
-    const bool first_statistics = statistics_first<Policy>(k);
-    row_result out = detail::row_loss<Policy>(st, sums, first_statistics, s, t, label, C, k, value);
-    if constexpr (std::is_same_v<Policy, forward_kl_policy>) {
-        if (first_statistics && k.soft && out.student_defined && out.teacher_defined &&
+    row_result out = detail::row_loss<Policy>(st, sums, runs_statistics_first<Policy>, s, t, label, C, k, value);
+    if constexpr (runs_statistics_first<Policy>) {
+        if (k.soft && out.student_defined && out.teacher_defined &&
             forward_kl_policy::worth_terms<compute_t<T>>({out.divergence, out.cancelled})) {
             const divergence_sums<double> terms =
                 row_sums<Arch, forward_kl_policy>(s, t, label, C, k, st, parked, maxima, 0,
@@ -535,12 +541,11 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
     return out;
 }
 
-// Whether a row takes the short-row kernels (shaped_kernel::short_statistics): a statistics-first
+// Whether a statistics-first row takes the short-row kernels (shaped_kernel::short_statistics): a
 // row of at most two vectors without label smoothing.
-template <class Arch, class Policy, class T>
+template <class Arch, class T>
 bool short_row_fits(std::ptrdiff_t C, const row_terms& k) noexcept {
-    return statistics_first<Policy>(k) && C <= 2 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) &&
-           !(k.hard && k.smoothing > 0);
+    return C <= 2 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) && !(k.hard && k.smoothing > 0);
 }
 
 // A short row whole, with kernel K over `Vectors` vectors: statistics and gradient from registers,
@@ -603,20 +608,25 @@ row_result one_block_row_with(const T* s, const T* t, std::int64_t label, std::p
 template <class Arch, class Policy, class T, class G>
 row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                           G* grad) noexcept {
-    if (short_row_fits<Arch, Policy, T>(C, k)) return short_row_with<Arch, Policy>(s, t, label, C, k, grad);
-    block_maxima maxima[max_blocks];
+    if constexpr (!runs_statistics_first<Policy>)
+        if (!k.soft) return fused_row_with<Arch, forward_kl_policy>(s, t, label, C, k, grad);  // with_row_policy
     const std::ptrdiff_t blocks = row_blocks<Arch, T>(C);
-    const bool first_statistics = statistics_first<Policy>(k);
-    if (first_statistics && blocks == 1) return one_block_row_with<Arch, Policy>(s, t, label, C, k, grad);
+    if constexpr (runs_statistics_first<Policy>) {
+        if (short_row_fits<Arch, T>(C, k)) return short_row_with<Arch, Policy>(s, t, label, C, k, grad);
+        if (blocks == 1) return one_block_row_with<Arch, Policy>(s, t, label, C, k, grad);
+    }
+    block_maxima maxima[max_blocks];
     const row_stats st = row_statistics<Arch, Policy>(s, t, C, k, grad, 0, blocks, maxima);
     divergence_sums<double> sums{};
-    if (!first_statistics && student_defined(st) && teacher_defined(st, k)) {
-        sums = row_sums<Arch, Policy>(s, t, label, C, k, st, grad, maxima, 0, blocks);
-        // Decoupled KD renormalises the non-target classes: where their mass underflows the kernel's
-        // type (the target ahead by more than ~87 T in float), the row is computed in double.
-        if constexpr (Policy::excludes_label)
-            if (C > 1 && (sums[0] == 0 || sums[1] == 0))
-                return reference::fused_row_with<Policy>(s, t, label, C, k, grad);
+    if constexpr (!runs_statistics_first<Policy>) {
+        if (student_defined(st) && teacher_defined(st, k)) {
+            sums = row_sums<Arch, Policy>(s, t, label, C, k, st, grad, maxima, 0, blocks);
+            // Decoupled KD renormalises the non-target classes: where their mass underflows the
+            // kernel's type (the target ahead by more than ~87 T in float), the row is computed in double.
+            if constexpr (Policy::excludes_label)
+                if (C > 1 && (sums[0] == 0 || sums[1] == 0))
+                    return reference::fused_row_with<Policy>(s, t, label, C, k, grad);
+        }
     }
     divergence_value value;
     const row_result out = row_loss<Arch, Policy>(st, sums, s, t, label, C, k, value, grad, maxima);
@@ -629,23 +639,22 @@ row_result fused_row_with(const T* s, const T* t, std::int64_t label, std::ptrdi
 template <class Arch, class T, class G>
 row_result fused_row(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                      G* grad) noexcept {
-    return with_divergence(k.divergence,
-                           [&]<class Policy>() { return fused_row_with<Arch, Policy>(s, t, label, C, k, grad); });
+    return with_row_policy(k, [&]<class Policy>() { return fused_row_with<Arch, Policy>(s, t, label, C, k, grad); });
 }
 
 // The function that runs each whole row of a call (C and the call's terms k fixed) exactly as
-// fused_row does. For rows of at most one block of a call naming forward KL (cross_entropy's calls
-// too, which have no divergence term) it is the short-row or one-block kernel itself, chosen here
-// once per call rather than through the divergence and kernel switches at every row: on a row of
-// ten classes those layers of calls cost more than the row's loss without its logarithms. Any other
-// call gets fused_row. The conditions are fused_row_with's, in its order (kept beside it rather than
-// shared through a returned pointer, which cost 30 instructions a 10-class row in GCC 12's code),
-// and the same functions run either way, so a row's bits do not depend on which.
+// fused_row does. For rows of at most one block of a statistics-first call (one naming forward KL,
+// or without a divergence term, as cross_entropy's) it is the short-row or one-block kernel itself,
+// chosen here once per call rather than through the policy and kernel switches at every row: on a
+// row of ten classes those layers of calls cost more than the row's loss without its logarithms. Any
+// other call gets fused_row. The conditions are fused_row_with's, in its order (kept beside it rather
+// than shared through a returned pointer, which cost 30 instructions a 10-class row in GCC 12's
+// code), and the same functions run either way, so a row's bits do not depend on which.
 template <class Arch, class T, class G>
 row_function<T, G> row_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
-    using Policy = forward_kl_policy;  // statistics-first whatever k holds
-    if (k.divergence != divergence_kind::forward_kl) return &fused_row<Arch, T, G>;
-    if (short_row_fits<Arch, Policy, T>(C, k))
+    if (!statistics_first(k)) return &fused_row<Arch, T, G>;
+    using Policy = forward_kl_policy;  // with_row_policy's choice for every statistics-first call
+    if (short_row_fits<Arch, T>(C, k))
         return with_short_row_kernel<Arch, T, G>(C, k, [&]<class K, int Vectors>() -> row_function<T, G> {
             return &short_row<Arch, Policy, K, Vectors, T, G>;
         });
