@@ -499,13 +499,14 @@ row_stats row_statistics(const T* s, const T* t, std::ptrdiff_t C, const row_ter
             k, [&]<class K>() { return K::statistics(s, t, C, k, grad, first, last, maxima); });
 }
 
+// The sums involve the divergence term alone: one kernel serves calls with and without the hard
+// term (the largest code of the family, compiled once rather than twice per policy).
 template <class Arch, class Policy, class T, class G>
 divergence_sums<double> row_sums(const T* s, const T* t, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                  const row_stats& st, const G* parked, const block_maxima* maxima,
                                  std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
-    return with_normalised_kernel<Arch, T, G>(k, [&]<class K>() {
-        return K::template sums<Policy>(s, t, label, C, k, st, parked, maxima, first, last);
-    });
+    using K = shaped_kernel<Arch, false, true, false, 0, T, G>;
+    return K::template sums<Policy>(s, t, label, C, k, st, parked, maxima, first, last);
 }
 
 template <class Arch, class Policy, class T, class G>
