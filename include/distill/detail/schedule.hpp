@@ -84,11 +84,15 @@ void plan_terms(const loss_config& o, bool soft, bool hard, double weight_sum, d
     }
 }
 
+// A piece's sums, and its first row whose softmax is undefined (all -inf), or -1. No default member
+// values: a plan holds 64 pieces (2 KB), and setting them all on every call, where a small call uses
+// one, was a fifth of that call's cost; the planner starts the pieces it uses from `fresh_piece`.
 struct piece_result {
-    double soft = 0, hard = 0;
-    std::ptrdiff_t bad_row = -1;  // first row whose softmax is undefined (all -inf)
-    bool bad_teacher = false;
+    double soft, hard;
+    std::ptrdiff_t bad_row;
+    bool bad_teacher;
 };
+inline constexpr piece_result fresh_piece{0, 0, -1, false};
 
 // What the rows split into segments keep between the phases.
 struct split_row_state {
@@ -112,7 +116,7 @@ struct loss_plan {
     double hard_weight_sum = 0;                         // and times their targets' class weights
     bool needs_sums = false;                            // a normalise-first divergence: sweep 2 sums
     std::ptrdiff_t piece_count = 0;
-    std::array<piece_result, max_pieces> pieces{};
+    std::array<piece_result, max_pieces> pieces;  // the first piece_count, started by make_plan
     // Each row is cut into `segments` runs of blocks (by its length alone). With few rows the
     // segments run as separate work items (`split_rows`), so that an LLM vocabulary over a handful
     // of tokens still keeps every thread busy.
@@ -126,7 +130,7 @@ struct loss_plan {
     // gradient): sweep 1 parks e_q in a slot of it for the gradient sweep. A split row holds its own
     // slot through the call (split_exps, null where none was free); pieces take one while they run.
     workspace* exps_workspace = nullptr;
-    std::array<compute_t<T>*, max_split_rows> split_exps{};
+    std::array<compute_t<T>*, max_split_rows> split_exps;  // set by make_plan for split calls only
 
     std::int64_t label_of(std::ptrdiff_t i) const noexcept {
         return terms.needs_label() ? static_cast<std::int64_t>(call->labels[static_cast<std::size_t>(i)]) : -1;
@@ -386,13 +390,17 @@ status make_plan(const loss_config& o, const loss_call<T, Label, G>& c, loss_pla
     plan.call = &c;
     plan.needs_sums = k.soft && !backend<Isa>::statistics_first(k);
     plan.piece_count = std::min<std::ptrdiff_t>(c.student.rows, max_pieces);
+    std::fill_n(plan.pieces.begin(), plan.piece_count, fresh_piece);
     // The cut depends on the shape alone, never on the executor: results stay bitwise the same.
     plan.blocks = backend<Isa>::template row_blocks<T>(c.student.cols);
     // Decoupled KD rows stay whole: a row whose non-target mass underflows is redone in double.
     if (plan.blocks > 1 && !(k.soft && k.divergence == divergence_kind::decoupled_kd))
         plan.segments = std::min(plan.blocks, max_row_segments);
     plan.split_rows = plan.segments > 1 && c.student.rows * plan.segments <= max_pieces;
-    if (plan.split_rows) plan.split.emplace();
+    if (plan.split_rows) {
+        plan.split.emplace();
+        plan.split_exps.fill(nullptr);
+    }
     // A workspace must hold the rows of every call with a gradient that it is lent to, whether or not
     // this call's rows use it (same rule on every backend and for every row length).
     workspace* const ws = o.exps_workspace && o.exps_workspace->slots() > 0 && c.has_grad ? o.exps_workspace : nullptr;

@@ -146,7 +146,7 @@ struct top_k_plan {
     std::int64_t counted = 0;
     double weight_sum = 0, hard_weight_sum = 0;
     std::ptrdiff_t piece_count = 0;
-    std::array<piece_result, max_pieces> pieces{};
+    std::array<piece_result, max_pieces> pieces;  // the first piece_count, started by run_top_k_loss
 
     const loss_call<T, Label, G>& dense() const noexcept { return call->dense; }
     // Row i's constants: the gradient scaled by the row's weight and its label's class weight.
@@ -228,6 +228,7 @@ status run_top_k_loss(Exec&& exec, const loss_config& o, const top_k_terms& tk, 
     plan.call = &c;
     plan.top = tk;
     plan.piece_count = std::min<std::ptrdiff_t>(d.student.rows, max_pieces);
+    std::fill_n(plan.pieces.begin(), plan.piece_count, fresh_piece);
     if (plan.piece_count > 0)
         exec(std::ptrdiff_t{0}, plan.piece_count,
              [&plan](std::ptrdiff_t first, std::ptrdiff_t last) noexcept { run_top_k_pieces(plan, first, last); });
