@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -94,4 +95,35 @@ TEST_CASE("the status twins report the same errors without throwing", "[errors]"
     CHECK(kd.try_loss_and_grad(s, s, good, g, v).ok());
     CHECK(v.rows_counted == 2);
     CHECK(distill::try_softmax(s, g, -1.0).code() == distill::errc::invalid_argument);
+}
+
+// A status keeps its message only up to the terminating zero: copies and assignments must carry
+// exactly that, an ok status reads as an empty message, and a message longer than the storage is
+// cut, still terminated.
+TEST_CASE("a status's message survives copies and assignments, and an ok status's is empty", "[errors]") {
+    const distill::status ok;
+    CHECK(ok.ok());
+    CHECK(std::string(ok.message()).empty());
+
+    const distill::status failed = distill::status::error(distill::errc::out_of_range, "row %d: %s", 7, "bad label");
+    distill::status copy = failed;
+    CHECK(copy.code() == distill::errc::out_of_range);
+    CHECK(std::string(copy.message()) == "row 7: bad label");
+
+    distill::status assigned;
+    assigned = copy;
+    CHECK(std::string(assigned.message()) == "row 7: bad label");
+    assigned = ok;  // a shorter message over a longer one: the zero comes first
+    CHECK(assigned.ok());
+    CHECK(std::string(assigned.message()).empty());
+    copy = *&copy;  // self-assignment keeps the message
+    CHECK(std::string(copy.message()) == "row 7: bad label");
+
+    const std::string long_text(1000, 'x');
+    const distill::status cut = distill::status::error(distill::errc::invalid_argument, "%s", long_text.c_str());
+    const distill::status cut_copy = cut;
+    const std::string kept = cut_copy.message();
+    CHECK(kept.size() < long_text.size());
+    CHECK(kept == long_text.substr(0, kept.size()));
+    CHECK(kept.size() > 100);
 }
