@@ -26,7 +26,7 @@ enum class errc {
 // A result code with a message that names the offending argument, its value and what was expected.
 // Fixed-size storage: creating or copying a status never allocates. Only the message's characters up
 // to its terminating zero are written or copied: a call makes and passes on a dozen ok statuses,
-// and zeroing their 320 bytes each time was most of the fixed cost of a small call (a 1 x 10 loss).
+// and zeroing their 320 bytes each time cost a 1 x 10 loss about 130 of its 1,940 instructions.
 class status {
 public:
     status() noexcept { message_[0] = '\0'; }
