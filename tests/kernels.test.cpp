@@ -126,12 +126,14 @@ void sweep_lengths() {
         const auto t = distill_test::random_logits<T>(1, C + lanes, 97u + C);
         for (std::ptrdiff_t offset = 0; offset < lanes; ++offset) {  // every misalignment
             // The cross-entropy alone, which has no divergence, with label smoothing (the general
-            // kernels) and without (the short-row kernel up to 2W); and forward KL with the hard term
+            // kernels) and without (the short-row kernel up to 2W), whichever divergence the call
+            // names (every one runs forward KL's kernels there); and forward KL with the hard term
             // at T = 1 and T = 3, the two kernel shapes (r = q, r = q^T for a T known at run time)
             // the divergence's term sets below leave out.
-            for (double eps : {0.2, 0.0})
-                compare_row(s.data() + offset, t.data() + offset, C / 2, C,
-                            make_terms(distill::forward_kl{}, teacher_input::logits, false, true, 1.0, 0.0, eps));
+            for (const distill::divergence& d : distill_test::all_divergences())
+                for (double eps : {0.2, 0.0})
+                    compare_row(s.data() + offset, t.data() + offset, C / 2, C,
+                                make_terms(d, teacher_input::logits, false, true, 1.0, 0.0, eps));
             for (double temperature : {1.0, 3.0})
                 compare_row(s.data() + offset, t.data() + offset, C / 2, C,
                             make_terms(distill::forward_kl{}, teacher_input::logits, true, true, temperature, 0.5, 0.0));
