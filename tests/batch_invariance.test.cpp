@@ -3,9 +3,12 @@
 // length alone; with few rows the segments run as separate work items, with many one after another,
 // and both merge them in the same order. Gradient accumulation over micro-batches therefore equals
 // one big batch exactly (under reduction::none or sum; mean divides by each call's own count).
+// softmax and log_softmax likewise: short rows run several at a time, side by side, and a row gets
+// the same bits there as alone, whatever the batch, the thread count and the row's place in it.
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -13,6 +16,7 @@
 #include "test_support.hpp"
 
 using distill_test::matrix;
+using distill_test::thread_executor;
 
 namespace {
 
@@ -50,4 +54,40 @@ TEMPLATE_TEST_CASE("every row is bitwise the same alone, in micro-batches of 1, 
     for (Eigen::Index C : {32000, 1000})
         for (const distill::divergence& d : {distill::divergence{distill::forward_kl{}}, distill::divergence{distill::jensen_shannon{}}})
             check_rows_match<TestType>(d, C);
+}
+
+// 37 rows: two whole groups of 16 lanes (AVX-512 float) and five left, four of 8 and five left
+// (AVX2 float), and so on; classes from 1 to past the longest row that runs side by side (12 floats).
+TEMPLATE_TEST_CASE("softmax and log_softmax: every row bitwise the same alone, in micro-batches and on threads",
+                   "[batch][softmax]", float, double) {
+    const Eigen::Index N = 37;
+    for (Eigen::Index C : {1, 3, 6, 10, 12, 13, 16, 40})
+        for (bool log : {false, true})
+            for (double T : {1.0, 2.5}) {
+                INFO("C = " << C << ", T = " << T << (log ? ", log_softmax" : ", softmax"));
+                auto s = distill_test::random_logits<TestType>(N, C, 31);
+                if (C > 1) s(5, 0) = -std::numeric_limits<TestType>::infinity();  // a masked class
+                const auto run = [&](auto&& exec, const auto& in, matrix<TestType>& out) {
+                    if (log)
+                        distill::log_softmax(exec, in, out, T);
+                    else
+                        distill::softmax(exec, in, out, T);
+                };
+                matrix<TestType> all(N, C);
+                run(distill::sequential, s, all);
+                for (int threads : {2, 7}) {
+                    matrix<TestType> on_threads(N, C);
+                    run(thread_executor{threads}, s, on_threads);
+                    CHECK(std::memcmp(on_threads.data(), all.data(), sizeof(TestType) * static_cast<std::size_t>(N * C)) == 0);
+                }
+                for (Eigen::Index batch : {1, 7, 32}) {
+                    INFO("micro-batches of " << batch);
+                    for (Eigen::Index first = 0; first < N; first += batch) {
+                        const Eigen::Index n = std::min(batch, N - first);
+                        matrix<TestType> out(n, C);
+                        run(distill::sequential, s.middleRows(first, n), out);
+                        CHECK(std::memcmp(out.data(), all.data() + first * C, sizeof(TestType) * static_cast<std::size_t>(n * C)) == 0);
+                    }
+                }
+            }
 }

@@ -189,6 +189,16 @@ TEST_CASE("softmax and log_softmax exponentials per element", "[exp_count]") {
     // factor per block (softmax) or writes x - log Z (log_softmax): no exponential an element.
     CHECK(exps_per_element(N, C, [&] { distill::softmax(in.s, in.g, 1.0); }) == 1);
     CHECK(exps_per_element(N, C, [&] { distill::log_softmax(in.s, in.g, 1.0); }) == 1);
+    // Rows of ten classes, 64 of them (whole groups at every vector width): side by side, one lane a
+    // row, so exactly one exponential an element (lane_softmax.hpp); one row alone fills the vectors of
+    // its row instead, 10 classes in ceil(10 / lanes) vectors.
+    inputs<float> ten(N, 10);
+    CHECK(exps_per_element(N, 10, [&] { distill::softmax(ten.s, ten.g, 2.0); }) == 1);
+    CHECK(exps_per_element(N, 10, [&] { distill::log_softmax(ten.s, ten.g, 2.0); }) == 1);
+    const Eigen::Ref<const matrix<float>> one_row = ten.s.topRows(1);
+    matrix<float> one_out(1, 10);
+    CHECK(exps_per_element(1, 10, [&] { distill::softmax(one_row, one_out, 2.0); }) ==
+          static_cast<double>((10 + lanes - 1) / lanes * lanes) / 10);
 }
 
 TEST_CASE("normalise-first divergences exponentials per element", "[exp_count]") {

@@ -264,6 +264,59 @@ TEMPLATE_TEST_CASE("SIMD softmax row: running max that rises block after block, 
             }
 }
 
+// Short rows run W at a time, one per lane (lane_softmax.hpp), and must give each row the bits that
+// softmax_row gives it alone: the group kernel's every lane against the one-row kernel, for every
+// length the group kernel takes, at T = 1 and 2.5, out of place (strides other than C) and in place,
+// with special rows among ordinary ones: one all -inf (reported, left untouched), one with a NaN, one
+// with +inf (all NaN, as alone), one with masked classes, one far from 0.
+TEMPLATE_TEST_CASE("SIMD softmax group: every row's bits as the row alone, special rows among them", "[kernels][special]",
+                   float, double) {
+    constexpr std::ptrdiff_t W = xsimd::batch<TestType, arch>::size;
+    constexpr std::ptrdiff_t max_cols = simd::lane_softmax_max_cols<arch, TestType>;
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    const auto all_nan = [](const TestType* x, std::ptrdiff_t n) {
+        return std::all_of(x, x + n, [](TestType v) { return std::isnan(v); });
+    };
+    for (std::ptrdiff_t C = 1; C <= max_cols; ++C)
+        for (double T : {1.0, 2.5})
+            for (bool log : {false, true}) {
+                INFO("C = " << C << ", T = " << T << (log ? ", log_softmax" : ", softmax"));
+                const std::ptrdiff_t in_stride = C + 3, out_stride = C + 1;
+                auto logits = distill_test::random_logits<TestType>(W, in_stride, static_cast<unsigned>(40 + C));
+                TestType* s = logits.data();
+                for (std::ptrdiff_t c = 0; c < C; ++c) s[1 * in_stride + c] = minus_inf;  // row 1: all -inf
+                if (C > 1) s[0 * in_stride + C - 1] = minus_inf;                             // row 0: a masked class
+                if (W > 2) s[2 * in_stride + C / 2] = std::numeric_limits<TestType>::quiet_NaN();
+                if (W > 3) s[3 * in_stride] = std::numeric_limits<TestType>::infinity();
+                if (W > 4)
+                    for (std::ptrdiff_t c = 0; c < C; ++c) s[4 * in_stride + c] += TestType(1000);
+
+                std::vector<TestType> group(static_cast<std::size_t>(W * out_stride), TestType(7));
+                CHECK(simd::softmax_group<arch>(s, in_stride, group.data(), out_stride, C, 1 / T, log) == 1);
+                std::vector<TestType> in_place(s, s + W * in_stride);
+                CHECK(simd::softmax_group<arch>(in_place.data(), in_stride, in_place.data(), in_stride, C, 1 / T, log) == 1);
+                for (std::ptrdiff_t r = 0; r < W; ++r) {
+                    INFO("row " << r);
+                    const TestType* got = group.data() + r * out_stride;
+                    const TestType* got_in_place = in_place.data() + r * in_stride;
+                    std::vector<TestType> alone(static_cast<std::size_t>(C), TestType(7));
+                    const bool defined = simd::softmax_row<arch>(s + r * in_stride, C, 1 / T, log, alone.data());
+                    CHECK(defined == (r != 1));
+                    if (!defined) {  // untouched, both ways
+                        CHECK(std::all_of(got, got + C, [](TestType x) { return x == 7; }));
+                        CHECK(std::all_of(got_in_place, got_in_place + C, [](TestType x) { return x == minus_inf; }));
+                    } else if (all_nan(alone.data(), C)) {  // the NaN and +inf rows: NaN alone, NaN here
+                        CHECK(all_nan(got, C));
+                        CHECK(all_nan(got_in_place, C));
+                    } else {
+                        CHECK(std::memcmp(got, alone.data(), sizeof(TestType) * static_cast<std::size_t>(C)) == 0);
+                        CHECK(std::memcmp(got_in_place, alone.data(), sizeof(TestType) * static_cast<std::size_t>(C)) == 0);
+                    }
+                    CHECK(got[C] == 7);  // nothing past the row's classes
+                }
+            }
+}
+
 TEMPLATE_TEST_CASE("SIMD softmax row: all -inf leaves the output untouched, NaN or +inf anywhere make it all NaN",
                    "[kernels][special]", float, double) {
     constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();

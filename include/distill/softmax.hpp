@@ -45,6 +45,27 @@ template <class Isa, class T>
             if (!backend<Isa>::softmax_row(in.row(i), in.cols, inv_t, log, out.row(i)) && bad_row[p] < 0) bad_row[p] = i;
 }
 
+// The same for rows that the backend runs `together` at a time (short rows, simd/lane_softmax.hpp):
+// pieces are cut between groups, and the rows after the last whole group run one by one, with the
+// same bits. Kept apart from softmax_rows, which a call of one row runs through at no cost of this.
+template <class Isa, class T>
+[[gnu::noinline]] void softmax_row_groups(const matrix_view<const T>& in, const matrix_view<T>& out, double inv_t,
+                                          bool log, std::ptrdiff_t together, std::ptrdiff_t pieces, std::ptrdiff_t first,
+                                          std::ptrdiff_t last, std::ptrdiff_t* bad_row) noexcept {
+    const std::ptrdiff_t groups = (in.rows + together - 1) / together;
+    for (std::ptrdiff_t p = first; p < last; ++p) {
+        std::ptrdiff_t i = together * (p * groups / pieces);
+        const std::ptrdiff_t end = std::min(in.rows, together * ((p + 1) * groups / pieces));
+        for (; i + together <= end; i += together) {
+            const std::ptrdiff_t bad =
+                backend<Isa>::softmax_group(in.row(i), in.row_stride, out.row(i), out.row_stride, in.cols, inv_t, log);
+            if (bad >= 0 && bad_row[p] < 0) bad_row[p] = i + bad;
+        }
+        for (; i < end; ++i)
+            if (!backend<Isa>::softmax_row(in.row(i), in.cols, inv_t, log, out.row(i)) && bad_row[p] < 0) bad_row[p] = i;
+    }
+}
+
 template <class Isa, class Exec, class X, class Out>
 status softmax_checked(Exec& exec, const X& logits, Out& out, double temperature, bool log) noexcept {
     using T = logits_scalar_t<X>;
@@ -71,14 +92,21 @@ status softmax_checked(Exec& exec, const X& logits, Out& out, double temperature
                              "%s: the output partly overlaps the logits; it must be the logits themselves (in place) "
                              "or a separate buffer",
                              name);
-    const std::ptrdiff_t pieces = std::min(in.rows, softmax_pieces);
     std::array<std::ptrdiff_t, softmax_pieces> bad_row;
     bad_row.fill(-1);
     const double inv_t = 1.0 / temperature;
-    if (pieces > 0)
+    const std::ptrdiff_t together = backend<Isa>::template softmax_group_rows<T>(in.cols);
+    std::ptrdiff_t pieces = std::min(in.rows, softmax_pieces);
+    if (together > 1 && in.rows >= together) {
+        pieces = std::min((in.rows + together - 1) / together, softmax_pieces);
+        exec(std::ptrdiff_t{0}, pieces, [&](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
+            softmax_row_groups<Isa>(in, o, inv_t, log, together, pieces, first, last, bad_row.data());
+        });
+    } else if (pieces > 0) {
         exec(std::ptrdiff_t{0}, pieces, [&](std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
             softmax_rows<Isa>(in, o, inv_t, log, pieces, first, last, bad_row.data());
         });
+    }
     for (std::ptrdiff_t p = 0; p < pieces; ++p)
         if (bad_row[static_cast<std::size_t>(p)] >= 0)
             return status::error(errc::invalid_argument,

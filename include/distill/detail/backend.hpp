@@ -100,9 +100,20 @@ struct backend<no_simd> {
     template <class T>
     static void park_teacher(const T*, std::ptrdiff_t, const row_terms&, double, T*, std::ptrdiff_t, std::ptrdiff_t,
                              block_maxima*) noexcept {}
+    // softmax (or log_softmax) of one row; false for a row all -inf. Rows run one at a time.
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return reference::softmax_row(s, C, inv_t, log, out);
+    }
+    template <class T>
+    static std::ptrdiff_t softmax_group_rows(std::ptrdiff_t) noexcept {
+        return 1;
+    }
+    // A group of one row (never asked for: softmax_group_rows is 1), for the callers' one code.
+    template <class T>
+    static std::ptrdiff_t softmax_group(const T* s, std::ptrdiff_t, T* out, std::ptrdiff_t, std::ptrdiff_t C,
+                                        double inv_t, bool log) noexcept {
+        return reference::softmax_row(s, C, inv_t, log, out) ? -1 : 0;
     }
 
     // The top-k teacher's row (detail/top_k_row.hpp).
@@ -193,9 +204,21 @@ struct backend {
                              std::ptrdiff_t first, std::ptrdiff_t last, block_maxima* maxima) noexcept {
         simd::park_teacher<Arch>(t, C, k, mt, grad, first, last, maxima);
     }
+    // softmax (or log_softmax) of one row; false for a row all -inf. Short rows also run
+    // softmax_group_rows(C) at a time, side by side, with the same bits (simd/lane_softmax.hpp):
+    // softmax_group returns the first of them all -inf, or -1.
     template <class T>
     static bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
         return simd::softmax_row<Arch>(s, C, inv_t, log, out);
+    }
+    template <class T>
+    static std::ptrdiff_t softmax_group_rows(std::ptrdiff_t C) noexcept {
+        return simd::softmax_group_rows<Arch, T>(C);
+    }
+    template <class T>
+    static std::ptrdiff_t softmax_group(const T* s, std::ptrdiff_t s_stride, T* out, std::ptrdiff_t out_stride,
+                                        std::ptrdiff_t C, double inv_t, bool log) noexcept {
+        return simd::softmax_group<Arch>(s, s_stride, out, out_stride, C, inv_t, log);
     }
 
     // The top-k teacher's row (detail/top_k_row.hpp).

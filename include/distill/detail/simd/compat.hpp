@@ -59,6 +59,49 @@ inline T reduce_max(const xsimd::batch<T, Arch>& x) noexcept {
     return m;
 }
 
+// Horizontal sum in a fixed order: the vector halved log2(lanes) times, lane j taking lane j + h
+// for h = lanes/2, ..., 1. The row kernel of short softmax rows sums with it, and a lane of the
+// group kernel repeats the same tree down its columns (lane_softmax.hpp), so the two get the same
+// bits; reduce_add's order is whatever the xsimd release chose. In registers on AVX-512 and AVX2,
+// through memory (the same order) elsewhere.
+template <class T, class Arch>
+inline T halving_add(const xsimd::batch<T, Arch>& x) noexcept {
+#if defined(__AVX512F__)
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+        if constexpr (std::is_same_v<T, float>) {
+            const __m512d d = _mm512_castps_pd(x);
+            const __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm512_castpd512_pd256(d)),
+                                           _mm256_castpd_ps(_mm512_extractf64x4_pd(d, 1)));
+            __m128 m = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
+        } else {
+            const __m256d h = _mm256_add_pd(_mm512_castpd512_pd256(x), _mm512_extractf64x4_pd(x, 1));
+            const __m128d m = _mm_add_pd(_mm256_castpd256_pd128(h), _mm256_extractf128_pd(h, 1));
+            return _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)));
+        }
+    }
+#endif
+#if defined(__AVX__)
+    if constexpr (std::is_base_of_v<xsimd::avx, Arch>) {
+        if constexpr (std::is_same_v<T, float>) {
+            __m128 m = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+            m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+            return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
+        } else {
+            const __m128d m = _mm_add_pd(_mm256_castpd256_pd128(x), _mm256_extractf128_pd(x, 1));
+            return _mm_cvtsd_f64(_mm_add_sd(m, _mm_unpackhi_pd(m, m)));
+        }
+    }
+#endif
+    constexpr std::size_t lanes = xsimd::batch<T, Arch>::size;
+    alignas(Arch::alignment()) T lane[lanes];
+    x.store_aligned(lane);
+    for (std::size_t h = lanes / 2; h >= 1; h /= 2)
+        for (std::size_t j = 0; j < h; ++j) lane[j] += lane[j + h];
+    return lane[0];
+}
+
 // Tails: the first `n` (< lanes) lanes of a vector. Loads on AVX-512 and AVX2 are masked loads,
 // which touch (and can fault on) the active lanes only; for rows of a few tens of classes the tail
 // is most of the row, and copying it lane by lane through a stack buffer made softmax at 64 x 10

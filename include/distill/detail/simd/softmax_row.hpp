@@ -14,6 +14,10 @@
 // Sweep 2 recomputing the exponentials from s instead (as this kernel once did) costs a second
 // exponential per element, which is most of a softmax's time once the row is in cache.
 //
+// A row of at most two vectors is held in registers instead (lane_softmax_row), and whole groups of
+// rows of at most lane_softmax_max_cols classes run side by side (softmax_group), with the bits each
+// row gets alone (lane_softmax.hpp).
+//
 // Special rows, as the reference: a NaN or +inf logit makes the sum, so every output, NaN; a row
 // all -inf returns false and leaves `out` untouched. A block whose running max is still -inf has
 // only zero exponentials: sweep 1 stores nothing for it (so nothing is written before the row is
@@ -30,61 +34,18 @@
 
 #include "../row_terms.hpp"
 #include "exp.hpp"
+#include "lane_softmax.hpp"
 #include "row_blocks.hpp"
 
 namespace distill::detail::simd {
 
-// x = (s - shift) / T; at T = 1 without the multiply (the same bits: x * 1 = x), which saves one of
-// the dozen FMA-port operations per vector that the exponential costs.
-template <bool UnitT, class V>
-DISTILL_ALWAYS_INLINE V scaled_logit(const V& s, const V& shift, const V& inv_t) noexcept {
-    if constexpr (UnitT)
-        return s - shift;
-    else
-        return (s - shift) * inv_t;
-}
-
-// A row of at most two vectors, held in registers: the sweeps below over its one block, without the
-// block bookkeeping and the store and reload of the exponentials, which on rows of ten classes cost
-// more than the exponentials. Chosen by the row's length alone.
-template <class Arch, bool Log, bool UnitT, int Vectors, class T>
-bool short_softmax_row(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
-    using V = xsimd::batch<T, Arch>;
-    constexpr std::ptrdiff_t W = V::size;
-    constexpr T fill = -std::numeric_limits<T>::infinity();
-    V x[Vectors];
-    V vm(fill);
-    for (int v = 0; v < Vectors; ++v) {
-        x[v] = load<Arch>(s + v * W, std::min(W, C - v * W), fill);
-        vm = xsimd::max(vm, x[v]);
-    }
-    const double m = sticky_max(-std::numeric_limits<double>::infinity(), reduce_max(vm));
-    const V v_inv_t(static_cast<T>(inv_t)), shift(static_cast<T>(shift_of(m)));
-    V e[Vectors];
-    V part(T(0));
-    for (int v = 0; v < Vectors; ++v) {
-        e[v] = exp_nonpositive<Arch>(scaled_logit<UnitT>(x[v], shift, v_inv_t));
-        part += e[v];
-    }
-    const double z = reduce_add(part);
-    if (m == -std::numeric_limits<double>::infinity() && !std::isnan(z)) return false;  // all -inf
-    const V scale(static_cast<T>(1 / z)), log_z(static_cast<T>(std::log(z)));
-    for (int v = 0; v < Vectors; ++v) {
-        const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
-        if constexpr (Log)
-            store<Arch>(out + i, n, scaled_logit<UnitT>(x[v], shift, v_inv_t) - log_z);
-        else
-            store<Arch>(out + i, n, e[v] * scale);
-    }
-    return true;
-}
-
+// The sweeps of one row.
 template <class Arch, bool Log, bool UnitT, class T>
 bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
     using V = xsimd::batch<T, Arch>;
     constexpr std::ptrdiff_t W = V::size;
-    if (C <= W) return short_softmax_row<Arch, Log, UnitT, 1>(s, C, inv_t, out);
-    if (C <= 2 * W) return short_softmax_row<Arch, Log, UnitT, 2>(s, C, inv_t, out);
+    if (C <= W) return lane_softmax_row<Arch, Log, UnitT, 1>(s, C, inv_t, out);
+    if (C <= 2 * W) return lane_softmax_row<Arch, Log, UnitT, 2>(s, C, inv_t, out);
     constexpr double minus_inf = -std::numeric_limits<double>::infinity();
     constexpr T fill = -std::numeric_limits<T>::infinity();
     const V v_inv_t(static_cast<T>(inv_t));
@@ -147,6 +108,26 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
     return true;
 }
 
+// The rows that softmax_group runs side by side when they have C classes: W when the lane kernel
+// takes such rows, else 1 (rows run one by one).
+template <class Arch, class T>
+std::ptrdiff_t softmax_group_rows(std::ptrdiff_t C) noexcept {
+    return C <= lane_softmax_max_cols<Arch, T> ? static_cast<std::ptrdiff_t>(xsimd::batch<T, Arch>::size) : 1;
+}
+
+// softmax_group_rows(C) rows (row r at s + r * s_stride) side by side, with the bits each would get
+// from softmax_row. Returns the first row whose logits are all -inf (left untouched), or -1.
+template <class Arch, class T>
+std::ptrdiff_t softmax_group(const T* s, std::ptrdiff_t s_stride, T* out, std::ptrdiff_t out_stride, std::ptrdiff_t C,
+                             double inv_t, bool log) noexcept {
+    if (inv_t == 1)
+        return log ? lane_softmax_group<Arch, true, true>(s, s_stride, out, out_stride, C, inv_t)
+                   : lane_softmax_group<Arch, false, true>(s, s_stride, out, out_stride, C, inv_t);
+    return log ? lane_softmax_group<Arch, true, false>(s, s_stride, out, out_stride, C, inv_t)
+               : lane_softmax_group<Arch, false, false>(s, s_stride, out, out_stride, C, inv_t);
+}
+
+// One row. Returns false for an all -inf row (`out` untouched).
 template <class Arch, class T>
 bool softmax_row(const T* s, std::ptrdiff_t C, double inv_t, bool log, T* out) noexcept {
     if (inv_t == 1)
