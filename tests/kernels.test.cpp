@@ -264,6 +264,43 @@ TEMPLATE_TEST_CASE("SIMD softmax row: running max that rises block after block, 
             }
 }
 
+// Rows of three to eight vectors are held in registers (softmax_row.hpp, register_softmax_row): the
+// reference's values, in place as out of place, and the special rows, at the shortest, a middle and
+// the longest such length, at T = 1 and 2.5.
+TEMPLATE_TEST_CASE("SIMD softmax row of up to eight vectors: reference, in place, special rows", "[kernels][special]",
+                   float, double) {
+    constexpr std::ptrdiff_t W = xsimd::batch<TestType, arch>::size;
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    for (std::ptrdiff_t C : {2 * W + 1, 5 * W + 3, 8 * W})
+        for (double T : {1.0, 2.5})
+            for (bool log : {false, true}) {
+                INFO("C = " << C << ", T = " << T << (log ? ", log_softmax" : ", softmax"));
+                auto row = distill_test::random_logits<TestType>(1, C, static_cast<unsigned>(60 + C));
+                row(0, 1) = minus_inf;  // a masked class
+                std::vector<TestType> a(static_cast<std::size_t>(C)), b(a.size()), in_place(row.data(), row.data() + C);
+                REQUIRE(reference::softmax_row(row.data(), C, 1 / T, log, a.data()));
+                REQUIRE(simd::softmax_row<arch>(row.data(), C, 1 / T, log, b.data()));
+                REQUIRE(simd::softmax_row<arch>(in_place.data(), C, 1 / T, log, in_place.data()));
+                CHECK(b[1] == (log ? minus_inf : TestType(0)));
+                // As the tests above: 1e-6 absolute for probabilities, 2e-6 relative for log-probabilities.
+                for (std::ptrdiff_t c = 0; c < C; ++c) {
+                    if (c != 1) CHECK(std::abs(a[c] - b[c]) <= (log ? 2e-6 * (1 + std::abs(a[c])) : 1e-6));
+                    CHECK(std::memcmp(&in_place[c], &b[c], sizeof(TestType)) == 0);
+                }
+                // All -inf: false, nothing written. A NaN or +inf first, in the middle, last: all NaN.
+                std::vector<TestType> masked(a.size(), minus_inf), untouched(a.size(), TestType(7));
+                CHECK_FALSE(simd::softmax_row<arch>(masked.data(), C, 1 / T, log, untouched.data()));
+                CHECK(std::all_of(untouched.begin(), untouched.end(), [](TestType x) { return x == 7; }));
+                for (TestType bad : {std::numeric_limits<TestType>::quiet_NaN(), std::numeric_limits<TestType>::infinity()})
+                    for (std::ptrdiff_t at : {std::ptrdiff_t{0}, C / 2, C - 1}) {
+                        std::vector<TestType> special(row.data(), row.data() + C), got(a.size());
+                        special[static_cast<std::size_t>(at)] = bad;
+                        CHECK(simd::softmax_row<arch>(special.data(), C, 1 / T, log, got.data()));
+                        CHECK(std::all_of(got.begin(), got.end(), [](TestType x) { return std::isnan(x); }));
+                    }
+            }
+}
+
 // Short rows run W at a time, one per lane (lane_softmax.hpp), and must give each row the bits that
 // softmax_row gives it alone: the group kernel's every lane against the one-row kernel, for every
 // length the group kernel takes, at T = 1 and 2.5, out of place (strides other than C) and in place,

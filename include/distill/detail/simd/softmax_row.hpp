@@ -14,9 +14,10 @@
 // Sweep 2 recomputing the exponentials from s instead (as this kernel once did) costs a second
 // exponential per element, which is most of a softmax's time once the row is in cache.
 //
-// A row of at most two vectors is held in registers instead (lane_softmax_row), and whole groups of
-// rows of at most lane_softmax_max_cols classes run side by side (softmax_group), with the bits each
-// row gets alone (lane_softmax.hpp).
+// A row of at most eight vectors is held in registers instead, from its load to its store
+// (lane_softmax_row up to two vectors, register_softmax_row up to eight), and whole groups of rows of at
+// most lane_softmax_max_cols classes run side by side (softmax_group), with the bits each row gets
+// alone (lane_softmax.hpp).
 //
 // Special rows, as the reference: a NaN or +inf logit makes the sum, so every output, NaN; a row
 // all -inf returns false and leaves `out` untouched. A block whose running max is still -inf has
@@ -39,6 +40,48 @@
 
 namespace distill::detail::simd {
 
+// A row of one block of at most eight vectors (2W < C <= 8W: 33 to 128 float classes on AVX-512, 17
+// to 64 on AVX2), held in registers from its load to its store: none of the sweeps' block bookkeeping,
+// no copy through `out`, no second read. Its exponentials are summed by two running vector sums (the
+// even and the odd vectors: two dependency chains), then halving_add. Chosen by the row's length alone.
+template <class Arch, bool Log, bool UnitT, class T>
+DISTILL_ALWAYS_INLINE bool register_softmax_row(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
+    using V = xsimd::batch<T, Arch>;
+    constexpr std::ptrdiff_t W = V::size;
+    constexpr int most = 8;
+    constexpr T fill = -std::numeric_limits<T>::infinity();
+    const int vectors = static_cast<int>((C + W - 1) / W);
+    V x[most];
+    V vm(fill);
+#pragma GCC unroll 8
+    for (int v = 0; v < most; ++v)
+        if (v < vectors) {
+            x[v] = load<Arch>(s + v * W, std::min(W, C - v * W), fill);
+            vm = xsimd::max(vm, x[v]);
+        }
+    const T m = reduce_max(vm);
+    const V shift(m == fill ? T(0) : m), v_inv_t(static_cast<T>(inv_t));
+    V e[most];
+    V even(T(0)), odd(T(0));
+#pragma GCC unroll 8
+    for (int v = 0; v < most; ++v)
+        if (v < vectors) {
+            x[v] = scaled_logit<UnitT>(x[v], shift, v_inv_t);  // kept: log_softmax's output is x - log Z
+            e[v] = exp_nonpositive<Arch>(x[v]);
+            if (v % 2 == 0)
+                even += e[v];
+            else
+                odd += e[v];
+        }
+    const T z = halving_add(even + odd);
+    if (m == fill && !std::isnan(z)) return false;  // all -inf
+    const V constant(row_constant<Log>(z));
+#pragma GCC unroll 8
+    for (int v = 0; v < most; ++v)
+        if (v < vectors) store<Arch>(out + v * W, std::min(W, C - v * W), Log ? x[v] - constant : e[v] * constant);
+    return true;
+}
+
 // The sweeps of one row.
 template <class Arch, bool Log, bool UnitT, class T>
 bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noexcept {
@@ -46,6 +89,7 @@ bool softmax_row_sweeps(const T* s, std::ptrdiff_t C, double inv_t, T* out) noex
     constexpr std::ptrdiff_t W = V::size;
     if (C <= W) return lane_softmax_row<Arch, Log, UnitT, 1>(s, C, inv_t, out);
     if (C <= 2 * W) return lane_softmax_row<Arch, Log, UnitT, 2>(s, C, inv_t, out);
+    if (C <= 8 * W) return register_softmax_row<Arch, Log, UnitT>(s, C, inv_t, out);
     constexpr double minus_inf = -std::numeric_limits<double>::infinity();
     constexpr T fill = -std::numeric_limits<T>::infinity();
     const V v_inv_t(static_cast<T>(inv_t));
