@@ -183,6 +183,29 @@ TEST_CASE("a row of one block parks its student exponentials: two an element", "
     CHECK(exps_per_element(N, C_one, [&] { kl_d.loss_and_grad(d.s, d.t, d.g); }) == per_sweep(2, lanes_d));
 }
 
+TEST_CASE("a row of three to eight vectors held in registers: the formula's minimum", "[exp_count]") {
+    // C = 5W + 3 (six vectors, the last of 3 lanes): the short-row kernel (detail/simd/fused_row.hpp)
+    // keeps e_q, e_p and r in registers from sweep 1 to the gradient: e_q and e_p once each, r = q^T
+    // at a whole T, r's own exponential once at a fractional T (the formula's k: 2 and 3), with or
+    // without a gradient. Six whole vectors an exponential: `per_row` exponentials per element.
+    const Eigen::Index C_reg = 5 * lanes + 3;
+    const auto per_row = [&](std::int64_t exps) { return static_cast<double>(exps * 6 * lanes) / static_cast<double>(C_reg); };
+    inputs<float> f(N, C_reg);
+    const distill::kl_divergence<float> kl({.temperature = 4.0});
+    CHECK(exps_per_element(N, C_reg, [&] { kl.loss_and_grad(f.s, f.t, f.g); }) == per_row(2));
+    CHECK(exps_per_element(N, C_reg, [&] { kl.loss(f.s, f.t); }) == per_row(2));
+    const distill::distillation_loss<float> whole({.temperature = 4.0, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_reg, [&] { whole.loss_and_grad(f.s, f.t, f.y(), f.g); }) == per_row(2));
+    const distill::distillation_loss<float> fractional({.temperature = 2.5, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_reg, [&] { fractional.loss_and_grad(f.s, f.t, f.y(), f.g); }) == per_row(3));
+    CHECK(exps_per_element(N, C_reg, [&] { fractional.loss(f.s, f.t, f.y()); }) == per_row(3));
+    // Ten classes, one or two vectors: the same kernel with the count known at compile time.
+    const Eigen::Index C_ten = 10, ten_lanes = (C_ten + lanes - 1) / lanes * lanes;
+    inputs<float> ten(N, C_ten);
+    CHECK(exps_per_element(N, C_ten, [&] { fractional.loss_and_grad(ten.s, ten.t, ten.y(), ten.g); }) ==
+          static_cast<double>(3 * ten_lanes) / static_cast<double>(C_ten));
+}
+
 TEST_CASE("softmax and log_softmax exponentials per element", "[exp_count]") {
     inputs<float> in(N, C);
     // softmax_row.hpp: sweep 1 sums e^x into `out` (one exponential); sweep 2 scales `out` by one

@@ -212,6 +212,48 @@ TEMPLATE_TEST_CASE("a NaN logit makes every divergence's loss NaN in both kernel
             }
 }
 
+// Loss rows of three to eight vectors run the short-row kernel with a vector count known at run time
+// (fused_row.hpp, short_statistics): the reference's values, loss() as loss_and_grad(), the row
+// function as fused_row, at the shortest, middle and longest such lengths and the first past them
+// (8W + 1, the one-block kernel), misaligned, with every kernel shape: the cross-entropy alone, forward
+// KL alone (logits, log-probabilities, probabilities), both at a whole T (r = q^T: T = 1, 2, 3, 4) and
+// a fractional one (r by its own exponential); with masked classes, and with a row all -inf.
+TEMPLATE_TEST_CASE("SIMD fused row of three to eight vectors: reference, masked classes, undefined rows",
+                   "[kernels][special]", float, double) {
+    constexpr std::ptrdiff_t W = xsimd::batch<TestType, arch>::size;
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    const distill::divergence kl{distill::forward_kl{}};
+    std::vector<row_terms> shapes{make_terms(kl, teacher_input::logits, false, true, 1.0, 0.0, 0.0)};
+    for (teacher_input input : {teacher_input::logits, teacher_input::log_probabilities, teacher_input::probabilities})
+        shapes.push_back(make_terms(kl, input, true, false, 2.5, 1.0, 0.0));
+    for (double T : {1.0, 2.0, 3.0, 4.0, 2.5}) shapes.push_back(make_terms(kl, teacher_input::logits, true, true, T, 0.6, 0.0));
+    for (std::ptrdiff_t C : {2 * W + 1, 3 * W, 5 * W + 3, 8 * W - 1, 8 * W, 8 * W + 1}) {
+        const auto s = distill_test::random_logits<TestType>(1, C + 1, static_cast<unsigned>(70 + C));
+        const auto t = distill_test::random_logits<TestType>(1, C + 1, static_cast<unsigned>(170 + C));
+        for (std::ptrdiff_t offset : {0, 1})
+            for (const row_terms& k : shapes) {
+                std::vector<TestType> student(s.data() + offset, s.data() + offset + C);
+                std::vector<TestType> teacher(t.data() + offset, t.data() + offset + C);
+                to_teacher_input(teacher.data(), C,
+                                 k.teacher_probabilities ? teacher_input::probabilities
+                                 : k.teacher_inv_temperature == k.inv_temperature ? teacher_input::logits
+                                                                                  : teacher_input::log_probabilities);
+                for (std::int64_t label : labels_for(C, W, k)) compare_row(student.data(), teacher.data(), label, C, k);
+                // Masked classes: in both (first, in the last vector), and in the student alone.
+                const TestType teacher_mask = k.teacher_probabilities ? TestType(0) : minus_inf;
+                for (std::ptrdiff_t c : {std::ptrdiff_t{0}, C - 1}) student[c] = minus_inf, teacher[c] = teacher_mask;
+                student[C / 2] = minus_inf;
+                compare_row(student.data(), teacher.data(), 1, C, k);
+                // A student row all -inf has no softmax: undefined. The register rows write no gradient
+                // (the one-block kernel, at 8W + 1, has parked the teacher's exponentials there first).
+                std::vector<TestType> masked(static_cast<std::size_t>(C), minus_inf), g(masked.size(), TestType(7));
+                const auto r = simd::fused_row<arch>(masked.data(), teacher.data(), 1, C, k, g.data());
+                CHECK_FALSE(r.student_defined);
+                if (C <= 8 * W) CHECK(std::all_of(g.begin(), g.end(), [](TestType x) { return x == 7; }));
+            }
+    }
+}
+
 TEST_CASE("SIMD softmax row matches the reference for every length and offset", "[kernels]") {
     constexpr std::ptrdiff_t lanes = xsimd::batch<float, arch>::size;
     for (std::ptrdiff_t C : std::vector<std::ptrdiff_t>{1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 35, 1025, 32000}) {

@@ -181,7 +181,10 @@ struct shaped_kernel {
               class_weights(k.class_weights_as<T>()) {}
         DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k, std::ptrdiff_t i,
                                    std::ptrdiff_t n) const noexcept {
-            const V r = r_from(e_q, shifted, k);
+            return of(r_from(e_q, shifted, k), i, n);
+        }
+        // The same from r itself.
+        DISTILL_ALWAYS_INLINE V of(const V& r, std::ptrdiff_t i, std::ptrdiff_t n) const noexcept {
             return class_weights ? xsimd::fms(coef_r, r, load<Arch>(class_weights + i, n, T(0)) * uniform)
                                  : xsimd::fms(coef_r, r, uniform);
         }
@@ -248,17 +251,24 @@ struct shaped_kernel {
 
     // ---- short rows ----
 
-    // A row of at most two vectors (C <= 2W: a small classifier's ten classes) is held in registers
-    // from its load to its gradient: the formulas of statistics() and gradient() over the one block
-    // such a row is, without the per-block bookkeeping, the parking of e_p and the second read and
-    // exponential of s, which on rows this short cost more than the row's own arithmetic. Chosen by
-    // the row's length alone (short_row_fits), for loss() as for loss_and_grad(), so a row's bits
-    // never depend on the call. Label smoothing keeps the general kernels (its sum of logits must
-    // leave a tail's fill out lane by lane).
+    // A row of at most eight vectors (C <= 8W: a small classifier's ten classes, up to 128 float
+    // classes on AVX-512) is held in registers from its load to its gradient: the formulas of
+    // statistics() and gradient() over the one block such a row is, without the per-block
+    // bookkeeping, the parking of e_p and the second read and exponentials of s (e_q, and r at a
+    // fractional T: kept from sweep 1), which on rows this short cost more than the row's own
+    // arithmetic. `Vectors` is the row's vector count when it is 1 or 2 (the loops then carry no
+    // tests), else most_register_vectors with the count known at run time: one kernel for 3 to 8
+    // vectors, its loops unrolled and guarded, rather than six more instantiations of every kernel
+    // shape. Chosen by the row's length alone (short_row_fits), for loss() as for loss_and_grad(), so
+    // a row's bits never depend on the call. Label smoothing keeps the general kernels (its sum of
+    // logits must leave a tail's fill out lane by lane).
+    static constexpr int most_register_vectors = 8;
+
     template <int Vectors>
     struct short_row {
-        V shifted[Vectors], e_q[Vectors], e_p[Vectors];
+        V e_q[Vectors], e_r[Vectors], e_p[Vectors];
         row_stats st;
+        int vectors;  // in use: Vectors, or fewer for the run-time count
     };
 
     template <int Vectors>
@@ -268,34 +278,43 @@ struct shaped_kernel {
         const V v_inv_t(static_cast<T>(k.inv_temperature)), v_teacher_inv_t(static_cast<T>(k.teacher_inv_temperature));
         const V zero(T(0));
         short_row<Vectors> r;
+        r.vectors = Vectors <= 2 ? Vectors : static_cast<int>((C + W - 1) / W);
+        const int vectors = r.vectors;
         V sv[Vectors], tv[Vectors];
         V vms(minus_inf), vmt(minus_inf);
-        for (int v = 0; v < Vectors; ++v) {
-            const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
-            sv[v] = load<Arch>(s + i, n, minus_inf);
-            vms = xsimd::max(vms, sv[v]);
-            if constexpr (Soft) {
-                tv[v] = teacher_at(t + i, n, k.teacher_probabilities);
-                vmt = xsimd::max(vmt, tv[v]);
+#pragma GCC unroll 8
+        for (int v = 0; v < Vectors; ++v)
+            if (v < vectors) {
+                const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
+                sv[v] = load<Arch>(s + i, n, minus_inf);
+                vms = xsimd::max(vms, sv[v]);
+                if constexpr (Soft) {
+                    tv[v] = teacher_at(t + i, n, k.teacher_probabilities);
+                    vmt = xsimd::max(vmt, tv[v]);
+                }
             }
-        }
         row_stats& st = r.st;
         rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
         const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
         V zq(T(0)), zr(T(0)), zp(T(0)), acc(T(0));
-        for (int v = 0; v < Vectors; ++v) {
-            r.shifted[v] = sv[v] - shift_s;
-            const V x = r.shifted[v] * v_inv_t;
-            r.e_q[v] = exp_nonpositive<Arch>(x);
-            zq += r.e_q[v];
-            if constexpr (Hard) zr += r_from(r.e_q[v], r.shifted[v], k);
-            if constexpr (Soft) {
-                const V y = (tv[v] - shift_t) * v_teacher_inv_t;
-                r.e_p[v] = exp_nonpositive<Arch>(y);
-                zp += r.e_p[v];
-                acc += forward_kl_policy::term(x, y, r.e_p[v], zero, select);
+#pragma GCC unroll 8
+        for (int v = 0; v < Vectors; ++v)
+            if (v < vectors) {
+                const V shifted = sv[v] - shift_s;
+                const V x = shifted * v_inv_t;
+                r.e_q[v] = exp_nonpositive<Arch>(x);
+                zq += r.e_q[v];
+                if constexpr (Hard) {
+                    r.e_r[v] = r_from(r.e_q[v], shifted, k);
+                    zr += r.e_r[v];
+                }
+                if constexpr (Soft) {
+                    const V y = (tv[v] - shift_t) * v_teacher_inv_t;
+                    r.e_p[v] = exp_nonpositive<Arch>(y);
+                    zp += r.e_p[v];
+                    acc += forward_kl_policy::term(x, y, r.e_p[v], zero, select);
+                }
             }
-        }
         st.zq += reduce_add(zq);
         if constexpr (Hard) st.zr += reduce_add(zr);
         if constexpr (Soft) {
@@ -314,13 +333,15 @@ struct shaped_kernel {
         const row_stats& st = r.st;
         const V coef_q(static_cast<T>(k.soft_grad / st.zq)), teacher_factor(static_cast<T>(k.soft_grad / st.zp));
         const hard_part hard(k, st, C);
-        for (int v = 0; v < Vectors; ++v) {
-            const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
-            V g(T(0));
-            if constexpr (Soft) g = xsimd::fnma(teacher_factor, r.e_p[v], coef_q * r.e_q[v]);
-            if constexpr (Hard) g += hard.at(r.e_q[v], r.shifted[v], k, i, n);
-            store_gradient(grad, i, n, g, label, k);
-        }
+#pragma GCC unroll 8
+        for (int v = 0; v < Vectors; ++v)
+            if (v < (Vectors <= 2 ? Vectors : r.vectors)) {
+                const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
+                V g(T(0));
+                if constexpr (Soft) g = xsimd::fnma(teacher_factor, r.e_p[v], coef_q * r.e_q[v]);
+                if constexpr (Hard) g += hard.of(r.e_r[v], i, n);
+                store_gradient(grad, i, n, g, label, k);
+            }
         subtract_label_target(grad, label, 0, C, k);
     }
 
@@ -543,10 +564,10 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
 }
 
 // Whether a statistics-first row takes the short-row kernels (shaped_kernel::short_statistics): a
-// row of at most two vectors without label smoothing.
+// row of at most eight vectors without label smoothing.
 template <class Arch, class T>
 bool short_row_fits(std::ptrdiff_t C, const row_terms& k) noexcept {
-    return C <= 2 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) && !(k.hard && k.smoothing > 0);
+    return C <= 8 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) && !(k.hard && k.smoothing > 0);
 }
 
 // A short row whole, with kernel K over `Vectors` vectors: statistics and gradient from registers,
@@ -568,7 +589,8 @@ template <class Arch, class T, class G, class Fn>
 decltype(auto) with_short_row_kernel(std::ptrdiff_t C, const row_terms& k, Fn&& fn) noexcept {
     return with_statistics_first_kernel<Arch, T, G>(k, [&]<class K>() -> decltype(auto) {
         if (C <= K::W) return fn.template operator()<K, 1>();
-        return fn.template operator()<K, 2>();
+        if (C <= 2 * K::W) return fn.template operator()<K, 2>();
+        return fn.template operator()<K, K::most_register_vectors>();
     });
 }
 
