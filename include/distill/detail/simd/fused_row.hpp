@@ -63,6 +63,9 @@ inline decltype(auto) with_row_policy(const row_terms& k, Fn&& fn) noexcept {
     return with_divergence(k.divergence, std::forward<Fn>(fn));
 }
 
+// The longest statistics-first row held in registers, in vectors (shaped_kernel::short_statistics).
+inline constexpr int short_row_most_vectors = 8;
+
 // The kernels for one shape of the loss, fixed at compile time so that the inner loops carry no
 // tests: StatisticsFirst says whether sweep 1 keeps forward KL's accumulator and parks e_p;
 // Soft / Hard say which terms are present; Power says how r = softmax(s) is obtained: 0 by its own
@@ -262,7 +265,7 @@ struct shaped_kernel {
     // shape. Chosen by the row's length alone (short_row_fits), for loss() as for loss_and_grad(), so
     // a row's bits never depend on the call. Label smoothing keeps the general kernels (its sum of
     // logits must leave a tail's fill out lane by lane).
-    static constexpr int most_register_vectors = 8;
+    static constexpr int most_register_vectors = short_row_most_vectors;
 
     template <int Vectors>
     struct short_row {
@@ -567,7 +570,8 @@ row_result row_loss(const row_stats& st, const divergence_sums<double>& sums, co
 // row of at most eight vectors without label smoothing.
 template <class Arch, class T>
 bool short_row_fits(std::ptrdiff_t C, const row_terms& k) noexcept {
-    return C <= 8 * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) && !(k.hard && k.smoothing > 0);
+    return C <= short_row_most_vectors * static_cast<std::ptrdiff_t>(xsimd::batch<compute_t<T>, Arch>::size) &&
+           !(k.hard && k.smoothing > 0);
 }
 
 // A short row whole, with kernel K over `Vectors` vectors: statistics and gradient from registers,
