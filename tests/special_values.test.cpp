@@ -8,6 +8,7 @@
 
 #include <distill/distill.hpp>
 
+#include "family.hpp"
 #include "test_support.hpp"
 
 namespace {
@@ -127,4 +128,34 @@ TEMPLATE_TEST_CASE("NaN propagates and check_finite names the first NaN or +inf"
     CHECK_THROWS_WITH(checked.loss(t, s, y), Catch::Contains("teacher logits: element (3, 0) is +inf"));
     s(3, 0) = -std::numeric_limits<TestType>::infinity();  // -inf is a mask, legal
     CHECK_NOTHROW(checked.loss(s, t, y));
+}
+
+// A NaN teacher value where the student has no mass (q = 0) must still make the row NaN, for every
+// divergence: the products 0 * (...) that leave such a class out must not leave its NaN out too.
+// It reaches the loss through Z_p; in the kernels also through the teacher's per-block factors,
+// whose block (all of its teacher values NaN or no mass) has a max of -inf.
+TEMPLATE_TEST_CASE("a NaN teacher value where the student has no mass makes the row NaN", "[special]", float, double) {
+    constexpr TestType nan = std::numeric_limits<TestType>::quiet_NaN();
+    constexpr TestType minus_inf = -std::numeric_limits<TestType>::infinity();
+    for (const distill::teacher_input input : {distill::teacher_input::logits, distill::teacher_input::probabilities})
+        for (const std::ptrdiff_t C : {std::ptrdiff_t{7}, std::ptrdiff_t{100}, std::ptrdiff_t{2500}})
+            for (const bool teacher_mass_at_student : {false, true})
+                for (const distill::divergence& d : distill_test::all_divergences()) {
+                    // The student puts all its mass on class 0; the teacher gives class 0 mass or
+                    // none, no class but the last any, and holds a NaN at the last class.
+                    const TestType no_mass = input == distill::teacher_input::probabilities ? TestType(0) : minus_inf;
+                    const TestType mass = input == distill::teacher_input::probabilities ? TestType(1) : TestType(0);
+                    matrix<TestType> s(1, C), t(1, C), g(1, C);
+                    s.setConstant(minus_inf);
+                    s(0, 0) = 3;
+                    t.setConstant(no_mass);
+                    if (teacher_mass_at_student) t(0, 0) = mass;
+                    t(0, C - 1) = nan;
+                    const std::vector<std::int64_t> y{0};  // the student's class: CE = 0, finite
+                    distill::distillation_loss<TestType> kd({.temperature = 2.5, .alpha = 0.3, .divergence = d, .teacher = input});
+                    INFO(distill_test::describe(d) << ", " << distill_test::describe(input) << ", C = " << C
+                                                   << (teacher_mass_at_student ? ", teacher mass at class 0" : ""));
+                    CHECK(std::isnan(kd.loss_and_grad(s, t, y, g).soft));
+                    CHECK(std::isnan(kd.loss(s, t, y).soft));
+                }
 }

@@ -374,9 +374,15 @@ struct shaped_kernel {
                        double scale) noexcept
             : parked(k.grad_in_place || !parks ? nullptr : grad), t(teacher), probabilities(k.teacher_probabilities),
               shift(static_cast<T>(shift_of(at))), teacher_inv_t(static_cast<T>(k.teacher_inv_temperature)),
-              // a block whose teacher values were all -inf parked zeros: its factor must not be exp(+large)
-              factor(static_cast<T>(at != minus_inf_d ? scale * std::exp((at - st.mt) * k.teacher_inv_temperature)
-                                                      : 0.0)) {}
+              factor(static_cast<T>(block_factor(st, k, at, scale))) {}
+        // A block whose teacher values were all -inf (or NaN, which max skips) parked zeros (or NaN):
+        // its factor must not be exp(+large), and it is 0, unless the row's Z_p is NaN. Then the
+        // NaN is kept: a NaN teacher value where the student has no mass (q = 0, which the policies'
+        // products leave out) must still reach every p, as it does through log Z_p.
+        static double block_factor(const row_stats& st, const row_terms& k, double at, double scale) noexcept {
+            if (at != minus_inf_d) return scale * std::exp((at - st.mt) * k.teacher_inv_temperature);
+            return std::isnan(scale) ? scale : 0.0;
+        }
         DISTILL_ALWAYS_INLINE V e_p(std::ptrdiff_t i, std::ptrdiff_t n) const noexcept {
             if constexpr (parks)
                 if (parked) return load<Arch>(parked + i, n, T(0));
