@@ -159,3 +159,36 @@ TEMPLATE_TEST_CASE("a NaN teacher value where the student has no mass makes the 
                     CHECK(std::isnan(kd.loss(s, t, y).soft));
                 }
 }
+
+// NaN propagates to the loss and to every element of the row's gradient, and to no other row
+// (docs/math.md, section 4): for every divergence, both teacher inputs, a NaN at the row's last class
+// in the student or the teacher, and a teacher whose first half gives no mass (in a row of 2,500
+// classes its first block then has a teacher max of -inf, and its gradient once came out finite).
+TEMPLATE_TEST_CASE("a NaN makes its row's loss and every gradient element NaN, and no other row's", "[special]",
+                   float, double) {
+    constexpr TestType nan = std::numeric_limits<TestType>::quiet_NaN();
+    for (const distill::teacher_input input : {distill::teacher_input::logits, distill::teacher_input::probabilities})
+        for (const std::ptrdiff_t C : {std::ptrdiff_t{7}, std::ptrdiff_t{100}, std::ptrdiff_t{2500}})
+            for (const int place : {0, 1, 2})  // the student; the teacher; the teacher, its first half without mass
+                for (const distill::divergence& d : distill_test::all_divergences()) {
+                    matrix<TestType> s = distill_test::random_logits<TestType>(2, C, 51), t = distill_test::random_logits<TestType>(2, C, 52), g(2, C);
+                    const bool probabilities = input == distill::teacher_input::probabilities;
+                    if (probabilities) t = distill::softmax(t);
+                    (place == 0 ? s : t)(0, C - 1) = nan;
+                    if (place == 2)
+                        for (std::ptrdiff_t c = 0; c < C / 2; ++c)
+                            t(0, c) = probabilities ? TestType(0) : -std::numeric_limits<TestType>::infinity();
+                    const std::vector<std::int64_t> y{0, 1};
+                    distill::distillation_loss<TestType> kd(
+                        {.temperature = 2.5, .alpha = 0.5, .divergence = d, .teacher = input});
+                    std::vector<double> rows(2);
+                    kd.loss_and_grad(s, t, y, g, distill::per_row{.losses = rows});
+                    INFO(distill_test::describe(d) << ", " << distill_test::describe(input) << ", C = " << C
+                                                   << ", NaN in the " << (place == 0 ? "student" : "teacher")
+                                                   << (place == 2 ? ", teacher's first half without mass" : ""));
+                    CHECK(std::isnan(rows[0]));
+                    CHECK(std::isfinite(rows[1]));
+                    CHECK(g.row(0).unaryExpr([](TestType v) { return TestType(std::isnan(v) ? 0 : 1); }).sum() == 0);
+                    CHECK(g.row(1).allFinite());
+                }
+}
