@@ -142,3 +142,44 @@ TEST_CASE("exp_nonpositive<double> special values", "[exp]") {
     CHECK(padded[6] == 1.0);
     CHECK(padded[7] == 1.0);
 }
+
+TEST_CASE("exp_nonpositive keeps every NaN a NaN, whatever its sign and payload", "[exp]") {
+    // A NaN logit reaches the exponential with the payload it came with (quiet or signalling, either
+    // sign); the row must stay NaN. The exponential has no NaN test of its own (exp.hpp: the NaN goes
+    // through e^r into the product with 2^n), so every payload bit is tried, in float and in double.
+    std::vector<float> floats;
+    for (std::uint32_t bit = 0; bit < 23; ++bit)
+        for (std::uint32_t sign : {0u, 0x80000000u})
+            for (std::uint32_t quiet : {0u, 0x400000u}) {
+                const std::uint32_t bits = sign | 0x7f800000u | quiet | (1u << bit) | (bit * 0x1f3u & 0x3fffffu);
+                float f;
+                std::memcpy(&f, &bits, sizeof f);
+                floats.push_back(f);
+            }
+    floats.resize((floats.size() + W - 1) / W * W, std::numeric_limits<float>::quiet_NaN());
+    for (std::size_t i = 0; i < floats.size(); i += W) {
+        float out[W];
+        distill::detail::simd::exp_nonpositive<arch>(V::load_unaligned(floats.data() + i)).store_unaligned(out);
+        for (std::size_t j = 0; j < W; ++j) {
+            INFO("float NaN input " << i + j);
+            CHECK(std::isnan(out[j]));
+        }
+    }
+    std::vector<double> doubles;
+    for (std::uint64_t bit = 0; bit < 52; ++bit)
+        for (std::uint64_t sign : {std::uint64_t{0}, std::uint64_t{1} << 63})
+            for (std::uint64_t quiet : {std::uint64_t{0}, std::uint64_t{1} << 51}) {
+                const std::uint64_t bits = sign | (std::uint64_t{0x7ff} << 52) | quiet | (std::uint64_t{1} << bit) |
+                                           (bit * 0x1f3u & 0xfffffffffffffu);
+                double d;
+                std::memcpy(&d, &bits, sizeof d);
+                doubles.push_back(d);
+            }
+    doubles.resize((doubles.size() + WD - 1) / WD * WD, std::numeric_limits<double>::quiet_NaN());
+    std::vector<double> out(doubles.size());
+    exp_doubles(doubles.data(), out.data(), doubles.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        INFO("double NaN input " << i);
+        CHECK(std::isnan(out[i]));
+    }
+}

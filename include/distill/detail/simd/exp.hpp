@@ -11,8 +11,8 @@
 // Why our own: xsimd's exp handles the whole real line (ldexp with range fix-ups, overflow to +inf;
 // in double a rational approximation with a division, and a lane-by-lane int64 conversion that is
 // undefined behaviour for -inf and NaN); knowing x <= 0 leaves Cody-Waite range reduction, a
-// polynomial (e^r = 1 + r + r^2 P(r), P of degree 5 in float, 9 in double) and one integer add into
-// the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
+// polynomial (e^r = 1 + r + r^2 P(r), P of degree 5 in float, 9 in double) and 2^n put together
+// from the exponent bits: fewer instructions on the kernels' critical resource (FMA ports).
 //
 // Counting (tests and the benchmark suite only): a program that defines DISTILL_COUNT_EXP_CALLS
 // before including distill gets `exp_lanes`, the lanes of every vector exponential evaluated here
@@ -45,9 +45,14 @@ template <class Arch>
 DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::batch<float, Arch>& x) noexcept {
     using V = xsimd::batch<float, Arch>;
     DISTILL_COUNT_EXP(V);
-    // x = n ln2 + r, |r| <= ln2 / 2; ln2 split in a part exact in float (hi) and the rest (lo)
-    // so that n * hi is exact for |n| <= 127 (Cody & Waite 1980).
-    const V n = xsimd::nearbyint(x * V(1.44269504088896341f));
+    // n = round(x / ln2) by a shifter, as for double below: adding 1.5 * 2^23 + 127 leaves n + 127,
+    // the biased exponent of 2^n, in the low bits of t's mantissa, so neither a rounding instruction
+    // nor a float -> int conversion is needed, and n itself is t - shifter, exactly.
+    const V shifter(0x1.8p23f + 127.0f);
+    const V t = xsimd::fma(x, V(1.44269504088896341f), shifter);
+    const V n = t - shifter;
+    // x = n ln2 + r, |r| <= ln2 / 2 (plus rounding); ln2 split in a part exact in float (hi) and the
+    // rest (lo) so that n * hi is exact for |n| <= 127 (Cody & Waite 1980).
     V r = xsimd::fma(n, V(-0.693359375f), x);
     r = xsimd::fma(n, V(2.12194440e-4f), r);
     // e^r on [-ln2/2, ln2/2]: Cephes expf's minimax polynomial, 1 + r + r^2 P(r).
@@ -58,20 +63,23 @@ DISTILL_ALWAYS_INLINE xsimd::batch<float, Arch> exp_nonpositive(const xsimd::bat
     p = xsimd::fma(p, r, V(1.6666665459e-1f));
     p = xsimd::fma(p, r, V(5.0000001201e-1f));
     p = xsimd::fma(p, r * r, r) + V(1.0f);
-    // 2^n: add n to the exponent field. n >= -126 keeps the field positive; below, flush to 0.
-    const auto scaled = bitwise_as<std::int32_t>(p) + (xsimd::to_int(n) << 23);
-    const V result = bitwise_as<float>(scaled);
-    return xsimd::select(x < V(-87.33654f), V(0.0f), xsimd::select(x != x, x, result));
+    // 2^n from t's low bits shifted into the exponent field (n + 127 in [1, 127] wherever the result
+    // is kept), and a multiply by it, exact. A NaN x makes p NaN and so the product: no NaN test is
+    // needed. Below 2^-126 (x < -87.34, -inf included) the result is flushed to 0, where n + 127 <= 0
+    // would not make a power of two.
+    const V two_to_n = bitwise_as<float>(bitwise_as<std::int32_t>(t) << 23);
+    return xsimd::select(x < V(-87.33654f), V(0.0f), p * two_to_n);
 }
 
 template <class Arch>
 DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::batch<double, Arch>& x) noexcept {
     using V = xsimd::batch<double, Arch>;
     DISTILL_COUNT_EXP(V);
-    // n = round(x / ln2) by the shifter 1.5 * 2^52: adding it leaves n in the low bits of the
-    // mantissa, so 2^n needs no double -> int64 conversion (AVX2 has none; a C++ one would be
-    // undefined behaviour for -inf and NaN) and n itself is t - shifter, exactly.
-    const V shifter(0x1.8p52);
+    // n = round(x / ln2) by a shifter: adding 1.5 * 2^52 + 1023 leaves n + 1023, the biased exponent
+    // of 2^n, in the low bits of t's mantissa, so 2^n needs no double -> int64 conversion (AVX2 has
+    // none; a C++ one would be undefined behaviour for -inf and NaN) and n itself is t - shifter,
+    // exactly.
+    const V shifter(0x1.8p52 + 1023.0);
     const V t = xsimd::fma(x, V(1.4426950408889634), shifter);
     const V n = t - shifter;
     // x = n ln2 + r, |r| <= ln2 / 2 (plus rounding); ln2 in two parts, the first with its low 21 bits
@@ -92,14 +100,13 @@ DISTILL_ALWAYS_INLINE xsimd::batch<double, Arch> exp_nonpositive(const xsimd::ba
     p = xsimd::fma(p, r, V(0x1.5555555555556p-3));
     p = xsimd::fma(p, r, V(0x1.0000000000001p-1));
     p = xsimd::fma(p, r * r, r) + V(1.0);
-    // 2^n: t's low 12 mantissa bits are n modulo 2^12 (n >= -1022 here); shifted into the exponent
-    // field and added, modulo 2^64, they add n to the exponent of p.
-    const V result = bitwise_as<double>(bitwise_as<std::int64_t>(p) + (bitwise_as<std::int64_t>(t) << 52));
-    // Below ln(2^-1022) the result would leave the normal range: flushed to 0 (so is -inf). NaN
-    // goes through as itself (isnan: xsimd 8.1's != is an ordered compare on AVX, false for NaN).
-    // x > 0 (a NaN logit hid the row max) gives a meaningless lane, never undefined behaviour: the
-    // integer steps are vector instructions, and that row is NaN through the NaN's own exponential.
-    return xsimd::select(xsimd::isnan(x), x, xsimd::select(x < V(-708.3964185322641), V(0.0), result));
+    // 2^n from t's low bits shifted into the exponent field (n + 1023 in [1, 1023] wherever the
+    // result is kept), and a multiply by it, exact. A NaN x makes p NaN and so the product: no NaN
+    // test is needed. Below ln(2^-1022) the result would leave the normal range: flushed to 0 (so is
+    // -inf). x > 0 (a NaN logit hid the row max) gives a meaningless lane, never undefined behaviour:
+    // the integer step is a vector instruction, and that row is NaN through the NaN's own exponential.
+    const V two_to_n = bitwise_as<double>(bitwise_as<std::int64_t>(t) << 52);
+    return xsimd::select(x < V(-708.3964185322641), V(0.0), p * two_to_n);
 }
 
 }  // namespace distill::detail::simd
