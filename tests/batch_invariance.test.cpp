@@ -7,6 +7,8 @@
 // the same bits there as alone, whatever the batch, the thread count and the row's place in it.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -91,4 +93,113 @@ TEMPLATE_TEST_CASE("softmax and log_softmax: every row bitwise the same alone, i
                     }
                 }
             }
+}
+
+// Loss rows of up to 12 float (6 double) classes run side by side, a row per lane, when a share of
+// the rows fills a group (detail/simd/lane_loss.hpp), and alone otherwise: 37 rows make two whole
+// groups of 16 lanes and five left alone (AVX-512 float), four of 8 and five left (AVX2 float), and
+// so on; micro-batches of 1 and 7 rows run every row alone. A row's loss and gradient must be the
+// same bits either way, with the label's target, a class masked on both sides, an ignored row and
+// the teacher given as logits or as probabilities; C = 13 and 16 run alone always (the boundary).
+TEMPLATE_TEST_CASE("short loss rows: every row bitwise the same in a group of lanes, alone and on threads",
+                   "[batch][short]", float, double) {
+    using T = TestType;
+    const Eigen::Index N = 37;
+    struct setup {
+        const char* name;
+        double temperature, alpha;
+        bool hard, probabilities, in_place;
+    };
+    const setup setups[] = {
+        {"KL, T = 4", 4.0, 1.0, false, false, false},
+        {"distillation, T = 1", 1.0, 0.5, true, false, false},
+        {"distillation, T = 2.5", 2.5, 0.3, true, false, false},
+        {"distillation, T = 4, teacher probabilities", 4.0, 0.7, true, true, false},
+        {"cross-entropy alone (alpha = 0)", 1.0, 0.0, true, false, false},
+        {"distillation, T = 2, gradient over the student logits", 2.0, 0.5, true, false, true},
+    };
+    for (Eigen::Index C : {1, 3, 6, 8, 10, 12, 13, 16})
+        for (const setup& u : setups) {
+            INFO("C = " << C << ", " << u.name);
+            auto s = distill_test::random_logits<T>(N, C, 41);
+            matrix<T> t = distill_test::random_logits<T>(N, C, 42);
+            auto y = distill_test::random_labels(N, C, 43);
+            if (C > 2) {  // a class both sides mask: it contributes nothing
+                s(9, 1) = t(9, 1) = -std::numeric_limits<T>::infinity();
+                y[9] = 0;
+            }
+            y[20] = -100;  // ignored: zero loss and gradient, and the rows after it shift lanes
+            if (u.probabilities)
+                for (Eigen::Index i = 0; i < N; ++i) {
+                    const T m = t.row(i).maxCoeff();
+                    t.row(i) = (t.row(i).array() - m).exp();
+                    t.row(i) /= t.row(i).sum();
+                }
+            const distill::distillation_loss<T> kd(
+                {.temperature = u.temperature,
+                 .alpha = u.alpha,
+                 .reduce = distill::reduction::none,
+                 .teacher = u.probabilities ? distill::teacher_input::probabilities : distill::teacher_input::logits});
+            // Runs rows [first, first + n) in one call; returns their gradient (written in place or not).
+            const auto run = [&](auto&& exec, Eigen::Index first, Eigen::Index n, std::vector<double>& l) {
+                const std::vector<std::int64_t> yb(y.begin() + first, y.begin() + first + n);
+                l.assign(static_cast<std::size_t>(n), 0.0);
+                matrix<T> g = s.middleRows(first, n);
+                if (u.in_place)
+                    kd.loss_and_grad(exec, g, t.middleRows(first, n), yb, g, {.losses = l});
+                else
+                    kd.loss_and_grad(exec, s.middleRows(first, n), t.middleRows(first, n), yb, g, {.losses = l});
+                return g;
+            };
+            std::vector<double> l_all;
+            const matrix<T> g_all = run(distill::sequential, 0, N, l_all);
+            CHECK(l_all[20] == 0);
+            CHECK((g_all.row(20).array() == 0).all());
+            const auto bytes = [&](Eigen::Index rows) { return sizeof(T) * static_cast<std::size_t>(rows * C); };
+            for (int threads : {2, 7}) {
+                INFO(threads << " threads");
+                std::vector<double> l;
+                const matrix<T> g = run(thread_executor{threads}, 0, N, l);
+                CHECK(std::memcmp(l.data(), l_all.data(), sizeof(double) * static_cast<std::size_t>(N)) == 0);
+                CHECK(std::memcmp(g.data(), g_all.data(), bytes(N)) == 0);
+            }
+            for (Eigen::Index batch : {1, 7, 32}) {
+                INFO("micro-batches of " << batch);
+                for (Eigen::Index first = 0; first < N; first += batch) {
+                    const Eigen::Index n = std::min(batch, N - first);
+                    std::vector<double> l;
+                    const matrix<T> g = run(distill::sequential, first, n, l);
+                    CHECK(std::memcmp(l.data(), l_all.data() + first, sizeof(double) * static_cast<std::size_t>(n)) == 0);
+                    CHECK(std::memcmp(g.data(), g_all.data() + first * C, bytes(n)) == 0);
+                }
+            }
+        }
+}
+
+// A NaN logit makes its row's loss and gradient NaN in a group as alone, and leaves the other rows
+// of its group as they are without it.
+TEMPLATE_TEST_CASE("a NaN in a group of short rows stays in its own row", "[batch][short]", float, double) {
+    using T = TestType;
+    const Eigen::Index N = 32, C = 10;
+    auto s = distill_test::random_logits<T>(N, C, 51);
+    const auto t = distill_test::random_logits<T>(N, C, 52);
+    const auto y = distill_test::random_labels(N, C, 53);
+    const distill::distillation_loss<T> kd({.temperature = 2.0, .alpha = 0.5, .reduce = distill::reduction::none});
+    matrix<T> g_clean(N, C), g(N, C), g_alone(1, C);
+    std::vector<double> l_clean(N), l(N), l_alone(1);
+    kd.loss_and_grad(s, t, y, g_clean, {.losses = l_clean});
+    s(3, 4) = std::numeric_limits<T>::quiet_NaN();
+    kd.loss_and_grad(s, t, y, g, {.losses = l});
+    const std::vector<std::int64_t> y3{y[3]};
+    kd.loss_and_grad(s.middleRows(3, 1), t.middleRows(3, 1), y3, g_alone, {.losses = l_alone});
+    CHECK(std::isnan(l[3]));
+    CHECK(std::isnan(l_alone[0]));
+    CHECK(g.row(3).array().isNaN().all());
+    CHECK(g_alone.array().isNaN().all());
+    for (Eigen::Index i = 0; i < N; ++i) {
+        if (i == 3) continue;
+        INFO("row " << i);
+        CHECK(std::memcmp(&l[static_cast<std::size_t>(i)], &l_clean[static_cast<std::size_t>(i)], sizeof(double)) == 0);
+        CHECK(std::memcmp(g.row(i).data(), g_clean.row(i).data(), sizeof(T) * C) == 0);
+    }
 }

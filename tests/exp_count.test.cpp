@@ -199,11 +199,36 @@ TEST_CASE("a row of three to eight vectors held in registers: the formula's mini
     const distill::distillation_loss<float> fractional({.temperature = 2.5, .alpha = 0.5});
     CHECK(exps_per_element(N, C_reg, [&] { fractional.loss_and_grad(f.s, f.t, f.y(), f.g); }) == per_row(3));
     CHECK(exps_per_element(N, C_reg, [&] { fractional.loss(f.s, f.t, f.y()); }) == per_row(3));
-    // Ten classes, one or two vectors: the same kernel with the count known at compile time.
+    // Ten classes, one row alone: one or two vectors, the same kernel with the count known at
+    // compile time, its tail lanes evaluated too.
     const Eigen::Index C_ten = 10, ten_lanes = (C_ten + lanes - 1) / lanes * lanes;
     inputs<float> ten(N, C_ten);
-    CHECK(exps_per_element(N, C_ten, [&] { fractional.loss_and_grad(ten.s, ten.t, ten.y(), ten.g); }) ==
+    const Eigen::Ref<const matrix<float>> s1 = ten.s.topRows(1), t1 = ten.t.topRows(1);
+    matrix<float> g1(1, C_ten);
+    const std::vector<std::int64_t> y1{ten.labels[0]};
+    CHECK(exps_per_element(1, C_ten, [&] { fractional.loss_and_grad(s1, t1, y1, g1); }) ==
           static_cast<double>(3 * ten_lanes) / static_cast<double>(C_ten));
+}
+
+TEST_CASE("short loss rows side by side: no lane idle", "[exp_count]") {
+    // 64 rows of ten classes fill whole groups at every vector width (4, 8 or 16 lanes): a row a
+    // lane (detail/simd/lane_loss.hpp), so exactly the formula's k exponentials an element: 2 for
+    // KL and for the distillation loss at a whole T (r = q^T), 3 at a fractional T; 1 for the
+    // cross-entropy alone. loss() without a gradient spends the same.
+    const Eigen::Index C_ten = 10;
+    inputs<float> f(N, C_ten);
+    const distill::kl_divergence<float> kl({.temperature = 4.0});
+    CHECK(exps_per_element(N, C_ten, [&] { kl.loss_and_grad(f.s, f.t, f.g); }) == 2);
+    CHECK(exps_per_element(N, C_ten, [&] { kl.loss(f.s, f.t); }) == 2);
+    const distill::distillation_loss<float> whole({.temperature = 4.0, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_ten, [&] { whole.loss_and_grad(f.s, f.t, f.y(), f.g); }) == 2);
+    const distill::distillation_loss<float> fractional({.temperature = 2.5, .alpha = 0.5});
+    CHECK(exps_per_element(N, C_ten, [&] { fractional.loss_and_grad(f.s, f.t, f.y(), f.g); }) == 3);
+    const distill::cross_entropy<float> ce;
+    CHECK(exps_per_element(N, C_ten, [&] { ce.loss_and_grad(f.s, f.y(), f.g); }) == 1);
+    inputs<double> d(N, 6);  // 6 doubles: the longest double row that runs side by side
+    const distill::kl_divergence<double> kl_d({.temperature = 4.0});
+    CHECK(exps_per_element(N, 6, [&] { kl_d.loss_and_grad(d.s, d.t, d.g); }) == 2);
 }
 
 TEST_CASE("softmax and log_softmax exponentials per element", "[exp_count]") {

@@ -101,3 +101,27 @@ TEST_CASE("a loss call runs on a thread with a 64 KiB stack", "[stack]") {
         CHECK(std::memcmp(g.data(), g_main.data(), sizeof(float) * static_cast<std::size_t>(N * C)) == 0);
     }
 }
+
+TEST_CASE("short loss rows side by side run on a thread with a 64 KiB stack", "[stack][short]") {
+    // 64 x 10: whole groups of rows, a row a lane, with their tiles and vectors on the stack
+    // (detail/simd/lane_loss.hpp); 64 x 6 in double likewise.
+    const auto check = [](auto zero, Eigen::Index C) {
+        using T = decltype(zero);
+        const Eigen::Index N = 64;
+        const auto s = distill_test::random_logits<T>(N, C, 36);
+        const auto t = distill_test::random_logits<T>(N, C, 37);
+        const auto y = distill_test::random_labels(N, C, 38);
+        matrix<T> g(N, C), g_main(N, C);
+        const distill::distillation_loss<T> kd({.temperature = 2.5, .alpha = 0.6});
+        distill::loss_value v;
+        bool ok = false;
+        auto call = [&] { ok = kd.try_loss_and_grad(s, t, y, g, v).ok(); };
+        on_small_stack(call);
+        REQUIRE(ok);
+        const auto v_main = kd.loss_and_grad(s, t, y, g_main);
+        CHECK(std::memcmp(&v.total, &v_main.total, sizeof(double)) == 0);
+        CHECK(std::memcmp(g.data(), g_main.data(), sizeof(T) * static_cast<std::size_t>(N * C)) == 0);
+    };
+    check(0.0f, 10);
+    check(0.0, 6);
+}

@@ -23,6 +23,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "simd/fused_row.hpp"
+#include "simd/lane_loss.hpp"
 #include "simd/park_teacher.hpp"
 #include "simd/softmax_row.hpp"
 #include "simd/top_k_row.hpp"
@@ -94,6 +95,15 @@ struct backend<no_simd> {
     template <class T, class G>
     static row_function<T, G> row_kernel(std::ptrdiff_t, const row_terms&) noexcept {
         return &reference::fused_row<T, G>;
+    }
+    // Rows run one at a time: no group kernel.
+    template <class T, class G>
+    static group_function<T, G> group_kernel(std::ptrdiff_t, const row_terms&) noexcept {
+        return nullptr;
+    }
+    template <class T>
+    static int group_rows() noexcept {
+        return 1;
     }
     // The reference gradient recomputes p: nothing to park.
     static constexpr bool parks_teacher = false;
@@ -195,6 +205,16 @@ struct backend {
     template <class T, class G>
     static row_function<T, G> row_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
         return simd::row_kernel<Arch, T, G>(C, k);
+    }
+    // The kernel that runs group_rows() short rows side by side with the bits each gets from
+    // row_kernel alone, or null where rows run one at a time (simd/lane_loss.hpp).
+    template <class T, class G>
+    static group_function<T, G> group_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
+        return simd::group_kernel<Arch, T, G>(C, k);
+    }
+    template <class T>
+    static int group_rows() noexcept {
+        return static_cast<int>(xsimd::batch<compute_t<T>, Arch>::size);
     }
     // The gradient sweep reads the teacher's e_p from the gradient buffer: for a row whose sweep 1
     // ran in another call, park_teacher puts it there, relative to the row's teacher max mt.

@@ -87,6 +87,26 @@ struct row_result {
 template <class T, class G>
 using row_function = row_result (*)(const T*, const T*, std::int64_t, std::ptrdiff_t, const row_terms&, G*) noexcept;
 
+// Rows a group kernel runs side by side, one a lane, as the scheduler hands them over: at most
+// max_group_rows (16, the float lanes of AVX-512), all with the call's terms, each with its
+// gradient row or null; the kernel writes each row's result.
+inline constexpr int max_group_rows = 16;
+template <class T, class G>
+struct row_group {
+    const row_terms* terms;
+    int count;
+    const T* student[max_group_rows];
+    const T* teacher[max_group_rows];
+    std::int64_t label[max_group_rows];
+    G* grad[max_group_rows];
+    row_result result[max_group_rows];
+};
+
+// A group kernel: runs the group's rows (C classes each), each exactly as the call's row_function
+// would run it alone.
+template <class T, class G>
+using group_function = void (*)(row_group<T, G>&, std::ptrdiff_t) noexcept;
+
 // T in [1, 16] and whole: exp(s - m) = exp((s - m) / T)^T, a few multiplies instead of an exp.
 // Above 16 the power's rounding error (about T ulp) would exceed the exponential's.
 inline int whole_temperature(double t) noexcept {

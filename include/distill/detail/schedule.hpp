@@ -230,6 +230,56 @@ row_result run_segments_in_turn(const loss_plan<Isa, T, Label, G>& plan, std::pt
     return out;
 }
 
+// Short rows side by side (backend::group_kernel): pieces [first, last) as run_pieces runs them,
+// but with their counted rows gathered into groups of `lanes`, each run by the group kernel once it
+// is full. The rows left at the end of this share of the pieces run one by one through the row
+// function: a group costs about what its lanes cost full, which a few rows alone undercut (on
+// Zen 5 a row alone cost less than its share of a group until the group was nearly full), and a
+// row's bits are the same either way (simd/lane_loss.hpp). A row's result is recorded when it has
+// run, in row order as run_pieces records them.
+template <class Isa, class T, class Label, class G>
+[[gnu::noinline]] void run_pieces_in_groups(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first, std::ptrdiff_t last,
+                                            group_function<T, G> group_kernel, row_function<T, G> fused_row) noexcept {
+    const loss_call<T, Label, G>& c = *plan.call;
+    const auto N = c.student.rows, C = c.student.cols;
+    const int lanes = backend<Isa>::template group_rows<T>();
+    row_group<T, G> rows;
+    rows.terms = &plan.terms;
+    rows.count = 0;
+    std::ptrdiff_t row[max_group_rows], piece[max_group_rows];  // where each lane's result goes
+    const auto run_group = [&] {
+        if (rows.count == lanes)
+            group_kernel(rows, C);
+        else
+            for (int r = 0; r < rows.count; ++r)
+                rows.result[r] = fused_row(rows.student[r], rows.teacher[r], rows.label[r], C, plan.terms, rows.grad[r]);
+        for (int r = 0; r < rows.count; ++r) {
+            const double row_loss = record_row(plan, plan.pieces[static_cast<std::size_t>(piece[r])], row[r], rows.result[r]);
+            if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(row[r])] = row_loss;
+        }
+        rows.count = 0;
+    };
+    for (std::ptrdiff_t p = first; p < last; ++p) {
+        for (std::ptrdiff_t i = p * N / plan.piece_count; i < (p + 1) * N / plan.piece_count; ++i) {
+            G* g = plan.grad_row(i);
+            if (!plan.counts(i)) {
+                if (g) std::fill(g, g + C, from_double<G>(0));
+                if (!c.rows.losses.empty()) c.rows.losses[static_cast<std::size_t>(i)] = 0;
+                continue;
+            }
+            const int lane = rows.count++;
+            rows.student[lane] = c.student.row(i);
+            rows.teacher[lane] = plan.teacher_row(i);
+            rows.label[lane] = plan.label_of(i);
+            rows.grad[lane] = g;
+            row[lane] = i;
+            piece[lane] = p;
+            if (rows.count == lanes) run_group();
+        }
+    }
+    run_group();
+}
+
 // Runs pieces [first, last) of the plan, each row on one thread. Not inlined into the executor's code on
 // purpose: compiled once, its floating-point operations (and the compiler's choices to fuse them
 // into FMAs) are the same whichever executor calls it, which is what makes results bitwise
@@ -238,10 +288,16 @@ template <class Isa, class T, class Label, class G>
 [[gnu::noinline]] void run_pieces(loss_plan<Isa, T, Label, G>& plan, std::ptrdiff_t first, std::ptrdiff_t last) noexcept {
     const loss_call<T, Label, G>& c = *plan.call;
     const auto N = c.student.rows, C = c.student.cols;
+    const row_function<T, G> fused_row = backend<Isa>::template row_kernel<T, G>(C, plan.terms);
+    // Short rows run side by side where the backend has a group kernel for them, the call has no row
+    // weights (a group's rows share the call's terms) and this share of the pieces may fill a group.
+    if (plan.segments == 1 && c.rows.weights.empty() &&
+        last * N / plan.piece_count - first * N / plan.piece_count >= backend<Isa>::template group_rows<T>())
+        if (const group_function<T, G> group_kernel = backend<Isa>::template group_kernel<T, G>(C, plan.terms))
+            return run_pieces_in_groups(plan, first, last, group_kernel, fused_row);
     // One slot of the workspace for the rows this thread runs (null: none given, or none free).
     compute_t<T>* const student_exps =
         plan.exps_workspace ? plan.exps_workspace->template acquire<compute_t<T>>() : nullptr;
-    const row_function<T, G> fused_row = backend<Isa>::template row_kernel<T, G>(C, plan.terms);
     row_terms weighted;
     for (std::ptrdiff_t p = first; p < last; ++p) {
         piece_result& r = plan.pieces[static_cast<std::size_t>(p)];

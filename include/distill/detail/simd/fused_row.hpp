@@ -77,6 +77,7 @@ template <class Arch, bool StatisticsFirst, bool Soft, bool Hard, int Power, cla
 struct shaped_kernel {
     using T = compute_t<In>;
     using V = xsimd::batch<T, Arch>;
+    static constexpr bool soft = Soft, hard = Hard;
     static constexpr bool parks = can_park_in<Out>;
     static constexpr std::ptrdiff_t W = V::size;
     static constexpr T minus_inf = -std::numeric_limits<T>::infinity();
@@ -179,9 +180,14 @@ struct shaped_kernel {
         const T* class_weights;
         // `scale` brings an r relative to a block's max to the row's (gradient()).
         hard_part(const row_terms& k, const row_stats& st, std::ptrdiff_t C, double scale = 1) noexcept
-            : coef_r(static_cast<T>(k.hard_grad * k.hard_r_weight(k.classes(C)) / st.zr * scale)),
-              uniform(static_cast<T>(k.hard_grad * k.smoothing / k.classes(C))),
+            : hard_part(V(coefficient(k, st, C, scale)), k, C) {}
+        // With coef_r given lane by lane (a group of short rows side by side, lane_loss.hpp).
+        hard_part(const V& coef_r_lanes, const row_terms& k, std::ptrdiff_t C) noexcept
+            : coef_r(coef_r_lanes), uniform(static_cast<T>(k.hard_grad * k.smoothing / k.classes(C))),
               class_weights(k.class_weights_as<T>()) {}
+        static T coefficient(const row_terms& k, const row_stats& st, std::ptrdiff_t C, double scale = 1) noexcept {
+            return static_cast<T>(k.hard_grad * k.hard_r_weight(k.classes(C)) / st.zr * scale);
+        }
         DISTILL_ALWAYS_INLINE V at(const V& e_q, const V& shifted, const row_terms& k, std::ptrdiff_t i,
                                    std::ptrdiff_t n) const noexcept {
             return of(r_from(e_q, shifted, k), i, n);
@@ -296,9 +302,8 @@ struct shaped_kernel {
                     vmt = xsimd::max(vmt, tv[v]);
                 }
             }
-        row_stats& st = r.st;
-        rebase(st, sticky_max(st.ms, reduce_max(vms)), Soft ? sticky_max(st.mt, reduce_max(vmt)) : minus_inf_d, k);
-        const V shift_s(static_cast<T>(shift_of(st.ms))), shift_t(static_cast<T>(shift_of(st.mt)));
+        const T ms = reduce_max(vms), mt = Soft ? reduce_max(vmt) : minus_inf;
+        const V shift_s(static_cast<T>(shift_of(ms))), shift_t(static_cast<T>(shift_of(mt)));
         V zq(T(0)), zr(T(0)), zp(T(0)), acc(T(0));
 #pragma GCC unroll 8
         for (int v = 0; v < Vectors; ++v)
@@ -318,32 +323,59 @@ struct shaped_kernel {
                     acc += forward_kl_policy::term(x, y, r.e_p[v], zero, select);
                 }
             }
-        st.zq += reduce_add(zq);
-        if constexpr (Hard) st.zr += reduce_add(zr);
-        if constexpr (Soft) {
-            st.zp += reduce_add(zp);
-            st.acc += reduce_add(acc);
-        }
-        st.seen = C;
+        // Sums halve the vector (halving_add): the tree a lane of lane_loss_group repeats down its
+        // columns, so that a row gets the same bits alone and beside others.
+        r.st = short_row_stats(ms, mt, halving_add(zq), Hard ? halving_add(zr) : T(0), Soft ? halving_add(zp) : T(0),
+                               Soft ? halving_add(acc) : T(0), C, k);
         return r;
     }
 
-    // gradient() of a short row, from the registers short_statistics filled. The teacher's factor
-    // is gradient()'s for a block whose max is the row's: soft_grad / Z_p.
+    // A short row's statistics from its maxima and sums in T, as sweep 1 would record them.
+    static row_stats short_row_stats(T ms, T mt, T zq, T zr, T zp, T acc, std::ptrdiff_t C, const row_terms& k) noexcept {
+        row_stats st;
+        rebase(st, sticky_max(st.ms, ms), Soft ? sticky_max(st.mt, mt) : minus_inf_d, k);
+        st.zq += zq;
+        if constexpr (Hard) st.zr += zr;
+        if constexpr (Soft) {
+            st.zp += zp;
+            st.acc += acc;
+        }
+        st.seen = C;
+        return st;
+    }
+
+    // The coefficients of a short row's gradient: of e_q (soft_grad / Z_q), of e_p (gradient()'s
+    // teacher factor for a block whose max is the row's: soft_grad / Z_p) and of r (hard_part).
+    struct short_coefficients {
+        T q, p, r;
+    };
+    static short_coefficients coefficients_of(const row_stats& st, const row_terms& k, std::ptrdiff_t C) noexcept {
+        return {static_cast<T>(k.soft_grad / st.zq), static_cast<T>(k.soft_grad / st.zp),
+                Hard ? hard_part::coefficient(k, st, C) : T(0)};
+    }
+    // One vector of a short row's gradient, before the label's target is taken off.
+    DISTILL_ALWAYS_INLINE static V short_gradient_of(const V& coef_q, const V& teacher_factor, const hard_part& hard,
+                                                     const V& e_q, const V& e_p, const V& e_r, std::ptrdiff_t i,
+                                                     std::ptrdiff_t n) noexcept {
+        V g(T(0));
+        if constexpr (Soft) g = xsimd::fnma(teacher_factor, e_p, coef_q * e_q);
+        if constexpr (Hard) g += hard.of(e_r, i, n);
+        return g;
+    }
+
+    // gradient() of a short row, from the registers short_statistics filled.
     template <int Vectors>
     static void short_gradient(const short_row<Vectors>& r, std::int64_t label, std::ptrdiff_t C, const row_terms& k,
                                Out* grad) noexcept {
-        const row_stats& st = r.st;
-        const V coef_q(static_cast<T>(k.soft_grad / st.zq)), teacher_factor(static_cast<T>(k.soft_grad / st.zp));
-        const hard_part hard(k, st, C);
+        const short_coefficients c = coefficients_of(r.st, k, C);
+        const V coef_q(c.q), teacher_factor(c.p);
+        const hard_part hard(V(c.r), k, C);
 #pragma GCC unroll 8
         for (int v = 0; v < Vectors; ++v)
             if (v < (Vectors <= 2 ? Vectors : r.vectors)) {
                 const std::ptrdiff_t i = v * W, n = std::min(W, C - i);
-                V g(T(0));
-                if constexpr (Soft) g = xsimd::fnma(teacher_factor, r.e_p[v], coef_q * r.e_q[v]);
-                if constexpr (Hard) g += hard.of(r.e_r[v], i, n);
-                store_gradient(grad, i, n, g, label, k);
+                store_gradient(grad, i, n, short_gradient_of(coef_q, teacher_factor, hard, r.e_q[v], r.e_p[v], r.e_r[v], i, n),
+                               label, k);
             }
         subtract_label_target(grad, label, 0, C, k);
     }
