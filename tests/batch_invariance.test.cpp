@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include <distill/distill.hpp>
@@ -96,11 +97,13 @@ TEMPLATE_TEST_CASE("softmax and log_softmax: every row bitwise the same alone, i
 }
 
 // Loss rows of up to 12 float (6 double) classes run side by side, a row per lane, when a share of
-// the rows fills a group (detail/simd/lane_loss.hpp), and alone otherwise: 37 rows make two whole
-// groups of 16 lanes and five left alone (AVX-512 float), four of 8 and five left (AVX2 float), and
-// so on; micro-batches of 1 and 7 rows run every row alone. A row's loss and gradient must be the
-// same bits either way, with the label's target, a class masked on both sides, an ignored row and
-// the teacher given as logits or as probabilities; C = 13 and 16 run alone always (the boundary).
+// the rows fills a group (detail/simd/lane_loss.hpp), and alone otherwise: the 36 counted rows of 37
+// (row 20 is ignored) make two whole groups of 16 lanes and four left alone (AVX-512 float), four
+// of 8 and four left (AVX2 float), and so on; micro-batches of one row run every row alone, and
+// threads cut the groups elsewhere. A row's loss and gradient must be the same bits every way, with
+// the label's target, a class masked on both sides, an ignored row, the teacher given as logits or
+// as probabilities, whole temperatures that take r = q^T (1, 2, 3, 4) and fractional ones; C = 13 and
+// 16 run alone always (the boundary).
 TEMPLATE_TEST_CASE("short loss rows: every row bitwise the same in a group of lanes, alone and on threads",
                    "[batch][short]", float, double) {
     using T = TestType;
@@ -117,6 +120,7 @@ TEMPLATE_TEST_CASE("short loss rows: every row bitwise the same in a group of la
         {"distillation, T = 4, teacher probabilities", 4.0, 0.7, true, true, false},
         {"cross-entropy alone (alpha = 0)", 1.0, 0.0, true, false, false},
         {"distillation, T = 2, gradient over the student logits", 2.0, 0.5, true, false, true},
+        {"distillation, T = 3 (r = q^T, T known at run time only)", 3.0, 0.5, true, false, false},
     };
     for (Eigen::Index C : {1, 3, 6, 8, 10, 12, 13, 16})
         for (const setup& u : setups) {
@@ -201,5 +205,32 @@ TEMPLATE_TEST_CASE("a NaN in a group of short rows stays in its own row", "[batc
         INFO("row " << i);
         CHECK(std::memcmp(&l[static_cast<std::size_t>(i)], &l_clean[static_cast<std::size_t>(i)], sizeof(double)) == 0);
         CHECK(std::memcmp(g.row(i).data(), g_clean.row(i).data(), sizeof(T) * C) == 0);
+    }
+}
+
+// A row whose logits are all -inf is the call's error, named by its index, whether it ran in a group
+// or alone and on any thread count; the teacher's likewise, and the student's first when both are.
+TEST_CASE("an all -inf row in a group of short rows is named as when it runs alone", "[batch][short]") {
+    const Eigen::Index N = 40, C = 10;
+    const auto t0 = distill_test::random_logits<float>(N, C, 61);
+    const auto y = distill_test::random_labels(N, C, 62);
+    const distill::distillation_loss<float> kd({.temperature = 2.0, .alpha = 0.5});
+    const float minus_inf = -std::numeric_limits<float>::infinity();
+    for (const bool teacher_side : {false, true}) {
+        auto s = distill_test::random_logits<float>(N, C, 63);
+        auto t = t0;
+        (teacher_side ? t : s).row(25).setConstant(minus_inf);
+        if (!teacher_side) t.row(33).setConstant(minus_inf);  // a later teacher row: the student's is named
+        const std::string expected = std::string("distillation_loss: row 25 of the ") +
+                                     (teacher_side ? "teacher" : "student") +
+                                     " logits is entirely -inf (every class masked), so its softmax is undefined";
+        matrix<float> g(N, C);
+        distill::loss_value v;
+        for (int threads : {1, 2, 7}) {
+            INFO((teacher_side ? "teacher" : "student") << ", " << threads << " threads");
+            const distill::status st = kd.try_loss_and_grad(thread_executor{threads}, s, t, y, g, v);
+            REQUIRE(!st.ok());
+            CHECK(std::string(st.message()) == expected);
+        }
     }
 }

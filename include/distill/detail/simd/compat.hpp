@@ -60,9 +60,9 @@ inline T reduce_max(const xsimd::batch<T, Arch>& x) noexcept {
 }
 
 // Horizontal sum in a fixed order: the vector halved log2(lanes) times, lane j taking lane j + h
-// for h = lanes/2, ..., 1. The row kernel of short softmax rows sums with it, and a lane of the
-// group kernel repeats the same tree down its columns (lane_softmax.hpp), so the two get the same
-// bits; reduce_add's order is whatever the xsimd release chose. In registers on AVX-512 and AVX2,
+// for h = lanes/2, ..., 1. The row kernels of short softmax and loss rows sum with it, and a lane
+// of their group kernels repeats the same tree down its columns (lane_softmax.hpp, lane_loss.hpp),
+// so the two get the same bits; reduce_add's order is whatever the xsimd release chose. In registers on AVX-512 and AVX2,
 // through memory (the same order) elsewhere.
 template <class T, class Arch>
 inline T halving_add(const xsimd::batch<T, Arch>& x) noexcept {

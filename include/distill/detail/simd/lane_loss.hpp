@@ -3,7 +3,7 @@
 //
 // Contract: each of a group's rows gets the bits shaped_kernel's short-row kernel gives it alone
 // (short_row in fused_row.hpp: its result, and its gradient when the row has a gradient row);
-// noexcept, no allocation, 1 to W rows of C <= lane_loss_max_cols classes anywhere in memory; a
+// noexcept, no allocation, 1 to W rows of 1 <= C <= lane_loss_max_cols classes anywhere in memory; a
 // gradient row may be its student row (in place: the whole group is read before any of it is
 // written). The scheduler hands it full groups only (schedule.hpp, run_pieces_in_groups).
 //
@@ -19,10 +19,14 @@
 // formula's minimum, with no lane left idle. (The sums' logarithms a vector at a time, xsimd's log,
 // made the groups faster on AVX-512 but a row alone slower by 20 ns, and were not kept.)
 //
-// The same bits as alone: every element's arithmetic is the one-row kernel's, lane for lane; the
-// maxima are exact in any order; the sums add in one fixed tree (halving_sum down a lane's columns,
-// halving_add along the one-row kernel's vectors). So a row's bits do not depend on whether it ran
-// in a group, on which rows shared it, or on the call's size and thread count.
+// The same bits as alone: every element's arithmetic is the one-row kernel's, lane for lane, through
+// the same functions (so the compiler has the same products to fuse, or not); the maxima are exact
+// in any order; the sums add in one fixed tree (halving_sum down a lane's columns, halving_add along
+// the one-row kernel's vectors). So a row's bits do not depend on whether it ran in a group, on which
+// rows shared it, or on the call's size and thread count. A row with a NaN logit is the exception
+// that does not matter: which maximum a NaN leaves differs between the two orders (as it does
+// between reduce_max's forms, compat.hpp), and the row's loss and gradient are NaN either way, their
+// payloads aside.
 #pragma once
 
 #include <cstddef>
@@ -157,8 +161,9 @@ template <class Arch, class K, class T, class G>
 
 // The group kernel for rows of C classes in a call with terms k, or null where rows run one at a
 // time: a group takes what the one-row short kernel takes (statistics-first, no label smoothing),
-// rows of at most lane_loss_max_cols in float or double, without class weights (each column would
-// weigh differently in every lane's gradient).
+// rows of at most lane_loss_max_cols with logits and gradient both float or both double (a 16-bit
+// type is widened and narrowed by the one-row kernel's loads and stores, which the tiles would have
+// to repeat), without class weights (each column would weigh differently in every lane's gradient).
 template <class Arch, class T, class G>
 group_function<T, G> group_kernel(std::ptrdiff_t C, const row_terms& k) noexcept {
     if constexpr (!std::is_same_v<T, compute_t<T>> || !std::is_same_v<G, T>) {
