@@ -291,8 +291,11 @@ template <class Isa, class T, class Label, class G>
     const row_function<T, G> fused_row = backend<Isa>::template row_kernel<T, G>(C, plan.terms);
     // Short rows run side by side where the backend has a group kernel for them, the call has no row
     // weights (a group's rows share the call's terms) and this share of the pieces may fill a group.
-    if (plan.segments == 1 && c.rows.weights.empty() &&
-        last * N / plan.piece_count - first * N / plan.piece_count >= backend<Isa>::template group_rows<T>())
+    // The call's rows are tested first: a call of one row, the fixed cost of a call, spends no
+    // division on its share.
+    const int lanes = backend<Isa>::template group_rows<T>();
+    if (N >= lanes && plan.segments == 1 && c.rows.weights.empty() &&
+        last * N / plan.piece_count - first * N / plan.piece_count >= lanes)
         if (const group_function<T, G> group_kernel = backend<Isa>::template group_kernel<T, G>(C, plan.terms))
             return run_pieces_in_groups(plan, first, last, group_kernel, fused_row);
     // One slot of the workspace for the rows this thread runs (null: none given, or none free).
