@@ -92,6 +92,40 @@ TEMPLATE_TEST_CASE("regression: masked class whose teacher mass underflows after
     }
 }
 
+// Found by the fuzzer, the other order: the masked class sits in a later segment of a long row
+// (3000 classes: three blocks, three segments) whose own teacher max is far below the row's. Against
+// its segment's max the class has teacher mass (e^-5), so that segment's accumulator is +inf, and
+// the merge's factor exp(-742) is a subnormal double, not 0, so the +inf survived. Against the row's
+// max the class's mass is e^-747, 0 in double as in the reference: no mass, the loss is finite. A
+// +inf from the statistics is now summed from the row's terms. One row (its segments run as
+// separate work items) and 40 rows (segments one after another), with and without a gradient.
+TEMPLATE_TEST_CASE("regression: masked class with mass only against its segment's own max is not +inf",
+                   "[hostile]", float, double) {
+    constexpr std::ptrdiff_t C = 3000, masked = 2500;
+    const auto run = [&](double segment_max) {
+        matrix<TestType> s = matrix<TestType>::Zero(1, C), t = matrix<TestType>::Zero(1, C);
+        for (std::ptrdiff_t c = 2048; c < C; ++c) t(0, c) = static_cast<TestType>(-segment_max);  // the last block
+        t(0, masked) = static_cast<TestType>(-segment_max - 5);
+        s(0, masked) = -std::numeric_limits<TestType>::infinity();
+        const matrix<TestType> s40 = s.replicate(40, 1), t40 = t.replicate(40, 1);
+        matrix<TestType> g(1, C), g40(40, C);
+        const distill::kl_divergence<TestType> kl({.temperature = 1, .reduce = distill::reduction::mean});
+        const double one = kl.loss_and_grad(s, t, g).total, many = kl.loss_and_grad(s40, t40, g40).total;
+        CHECK(g.allFinite());
+        CHECK(g40.allFinite());
+        CHECK(kl.loss(s, t).total == one);
+        CHECK(kl.loss(s40, t40).total == many);
+        CHECK(many == Approx(one).epsilon(1e-12));  // the mean of 40 equal rows, rounded on the way
+        return one;
+    };
+    SECTION("e^-747 against the row's max: no mass, finite") {
+        // p is uniform over the 2048 classes at 0 (the last block's e^-742 / 2048 underflows in
+        // double); q is uniform over the 2999 unmasked classes: KL = log(2999 / 2048).
+        CHECK(run(742) == Approx(std::log(2999.0 / 2048.0)).epsilon(1e-5));
+    }
+    SECTION("e^-25 against the row's max: mass, +inf") { CHECK(run(20) == inf); }
+}
+
 // Found by the fuzzer: with a subnormal label smoothing (valid: eps in [0, 1)) eps / C underflowed
 // to 0 and met the -inf sum of log r of a row with a masked class: 0 * -inf = NaN, in both
 // kernels. eps * sum / C keeps the exact answer: any eps > 0 puts mass on the masked class, +inf.

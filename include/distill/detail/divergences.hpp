@@ -110,8 +110,13 @@ struct forward_kl_policy {
 
     // The statistics-first value cancels terms of size |A / Z_p|, log Z_p and log Z_q, so it carries
     // a few ulps of their sum (of the kernel's scalar type): a row whose KL is not well above that
-    // (nearly equal p and q) is worth recomputing from its terms. NaN and +inf are kept. Both come
-    // from one pair of logarithms, which on a row of ten classes cost as much as its exponentials.
+    // (nearly equal p and q) is worth recomputing from its terms. Both come from one pair of
+    // logarithms, which on a row of ten classes cost as much as its exponentials.
+    // A +inf value is worth its terms too: A is +inf once a student-masked class had teacher mass
+    // relative to a stretch's own maximum, and no later rise of the maximum can take that back, even
+    // where the mass, relative to the row's maximum, is below the exponential's range and so counts
+    // as none (a segment of a long row whose maximum is far below the row's). The terms, taken with
+    // the row's maxima, tell the two apart. NaN is kept.
     struct statistics_value {
         double kl = 0;
         double cancelled = 0;  // |A / Z_p| + |log Z_p| + |log Z_q| + 1
@@ -122,7 +127,8 @@ struct forward_kl_policy {
     }
     template <class T>
     static bool worth_terms(const statistics_value& v) noexcept {
-        return v.kl < 64 * std::numeric_limits<T>::epsilon() * v.cancelled;
+        return v.kl < 64 * std::numeric_limits<T>::epsilon() * v.cancelled ||
+               v.kl == std::numeric_limits<double>::infinity();
     }
 };
 
