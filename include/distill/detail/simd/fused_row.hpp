@@ -92,7 +92,7 @@ struct shaped_kernel {
 
     // The teacher's values on the logit scale (log t for probabilities); a tail is filled with -inf.
     DISTILL_ALWAYS_INLINE static V teacher_at(const In* t, std::ptrdiff_t n, bool probabilities) noexcept {
-        return probabilities ? xsimd::log(load<Arch>(t, n, T(0))) : load<Arch>(t, n, minus_inf);
+        return probabilities ? log_of(load<Arch>(t, n, T(0))) : load<Arch>(t, n, minus_inf);
     }
 
     // Sweep 1 over blocks [first, last). Statistics-first: parks e_p in grad (when given). Records,

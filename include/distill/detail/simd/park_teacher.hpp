@@ -18,6 +18,7 @@
 #include "../row_terms.hpp"
 #include "exp.hpp"
 #include "row_blocks.hpp"
+#include "vector_ops.hpp"
 
 namespace distill::detail::simd {
 
@@ -35,7 +36,7 @@ void park_teacher(const T* t, std::ptrdiff_t C, const row_terms& k, double mt, T
         const std::ptrdiff_t begin = b * block, end = std::min(C, begin + block);
         for_each_vector<W>(begin, end, [&](std::ptrdiff_t i, std::ptrdiff_t n) DISTILL_INLINE_LAMBDA {
             // As sweep 1 reads the teacher: log t for probabilities, a tail filled with -inf (or 0).
-            const V logit = k.teacher_probabilities ? xsimd::log(load<Arch>(t + i, n, T(0)))
+            const V logit = k.teacher_probabilities ? log_of(load<Arch>(t + i, n, T(0)))
                                                     : load<Arch>(t + i, n, -std::numeric_limits<T>::infinity());
             store<Arch>(grad + i, n, exp_nonpositive<Arch>((logit - shift) * inv_t));
         });
